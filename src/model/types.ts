@@ -1,0 +1,49 @@
+// Shared model-level types. The public API (issue 3) is built on these; decoding, training and serving use them.
+
+/** A tensor result: row-major data with its shape. */
+export interface Tensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface ModelConfig {
+  vocabSize: number; // V, includes the [MASK] slot
+  hiddenSize: number; // D
+  nHeads: number; // H
+  nBlocks: number;
+  maskIndex: number; // default vocabSize - 1
+  /** Largest k the PFLM was trained for (0 for AR models). Any k <= maxK works at inference. */
+  maxK: number;
+  /** Context length the model was trained at (informational; RoPE has no hard limit). */
+  maxSeqLen: number;
+}
+
+/** Handle of one sequence inside a BatchDecoder. */
+export type SeqId = number;
+
+/**
+ * Continuous-batching decoder over a shared KV cache: sequences join and leave between steps, and every step is ONE
+ * forward pass over all the sequences named in it. Each sequence has a list of pending context tokens (its prompt
+ * right after `open`, then whatever was appended since its last step). `step` feeds every named sequence's pending
+ * tokens (their K/V are committed to its cache) and, for a PFLM, k noise tokens after them (transient K/V, not kept),
+ * all packed into one activation matrix so the linear layers stream each weight once per step.
+ */
+export interface BatchDecoder {
+  readonly kind: 'ar' | 'pflm';
+  readonly config: ModelConfig;
+  /** Opens a sequence whose prompt becomes its pending tokens. Throws on an empty prompt or token out of range. */
+  open(prompt: number[]): SeqId;
+  /** Frees the sequence's cache at once. Unknown ids are ignored. */
+  close(id: SeqId): void;
+  /** Queues context tokens to be fed on the sequence's next step. */
+  append(id: SeqId, tokens: number[]): void;
+  /** Number of tokens in the sequence's committed cache plus its pending tokens. */
+  length(id: SeqId): number;
+  /**
+   * One forward pass. Every named sequence must have at least one pending token.
+   * AR: returns per sequence the raw logits (mask logit -1000) for its next position, Float32Array [V].
+   * PFLM: `noise[i]` (length k <= maxK) and `tau[i]` (default 1) per sequence; returns Float32Array [k * V], the
+   * logits of the k noise slots.
+   */
+  step(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[];
+}
