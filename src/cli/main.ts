@@ -1,6 +1,8 @@
 // The kforce CLI: every command lives in src/cli/commands/<name>.ts as a thin wrapper over library functions.
 import { Command, CommanderError } from 'commander';
 import { registerInfo } from './commands/info.ts';
+import { registerData } from './commands/data.ts';
+import { registerTokenizer } from './commands/tokenizer.ts';
 
 const program = new Command();
 program
@@ -10,6 +12,8 @@ program
   .exitOverride();
 
 registerInfo(program);
+registerData(program);
+registerTokenizer(program);
 
 try {
   await program.parseAsync(process.argv);

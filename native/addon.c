@@ -1,0 +1,493 @@
+// N-API entry points. Every argument is checked here (type, integer-ness, buffer lengths, index ranges) so that the
+// kernels can run without bounds checks; errors name the op and the offending argument.
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <node_api.h>
+#include "kf.h"
+
+#define MAXARGS 20
+
+typedef struct {
+  napi_env env;
+  const char *op;
+  napi_value argv[MAXARGS];
+  size_t argc;
+  int failed;
+} call;
+
+static void failf(call *c, const char *fmt, ...) {
+  if (c->failed) return;
+  char msg[600], full[700];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  snprintf(full, sizeof full, "%s: %s", c->op, msg);
+  napi_throw_error(c->env, NULL, full);
+  c->failed = 1;
+}
+
+static int begin(call *c, napi_env env, napi_callback_info info, const char *op, size_t want) {
+  c->env = env;
+  c->op = op;
+  c->failed = 0;
+  c->argc = MAXARGS;
+  if (napi_get_cb_info(env, info, &c->argc, c->argv, NULL, NULL) != napi_ok) {
+    failf(c, "cannot read arguments");
+    return 0;
+  }
+  if (c->argc < want) {
+    failf(c, "expected %zu arguments, got %zu", want, c->argc);
+    return 0;
+  }
+  return 1;
+}
+
+static int is_nullish(call *c, size_t i) {
+  napi_valuetype t;
+  if (napi_typeof(c->env, c->argv[i], &t) != napi_ok) return 0;
+  return t == napi_null || t == napi_undefined;
+}
+
+static void *typed(call *c, size_t i, const char *name, napi_typedarray_type want, const char *tname, size_t *len,
+                   int nullable) {
+  *len = 0;
+  if (c->failed) return NULL;
+  if (nullable && is_nullish(c, i)) return NULL;
+  bool is = false;
+  napi_is_typedarray(c->env, c->argv[i], &is);
+  napi_typedarray_type type;
+  void *data = NULL;
+  size_t length = 0, off = 0;
+  napi_value ab;
+  if (!is || napi_get_typedarray_info(c->env, c->argv[i], &type, &length, &data, &ab, &off) != napi_ok ||
+      type != want) {
+    failf(c, "%s must be a %s%s", name, tname, nullable ? " or null" : "");
+    return NULL;
+  }
+  *len = length;
+  // A zero-length view may carry a NULL data pointer; hand out a valid dummy so kernels never see NULL for it.
+  static float empty[1];
+  return data ? data : (void *)empty;
+}
+
+static float *f32(call *c, size_t i, const char *name, size_t need, int nullable) {
+  size_t len;
+  float *p = typed(c, i, name, napi_float32_array, "Float32Array", &len, nullable);
+  if (p && len < need) {
+    failf(c, "%s has %zu elements, needs at least %zu", name, len, need);
+    return NULL;
+  }
+  return p;
+}
+
+static double num(call *c, size_t i, const char *name) {
+  double v = 0;
+  if (c->failed) return 0;
+  if (napi_get_value_double(c->env, c->argv[i], &v) != napi_ok) failf(c, "%s must be a number", name);
+  return v;
+}
+
+static size_t dim(call *c, size_t i, const char *name) {
+  double v = num(c, i, name);
+  if (c->failed) return 0;
+  // Dimensions stay below 2^31 so that products of two or three of them cannot overflow size_t.
+  if (!(v >= 0) || v != floor(v) || v > 2147483647.0) {
+    failf(c, "%s must be an integer in [0, 2^31), got %g", name, v);
+    return 0;
+  }
+  return (size_t)v;
+}
+
+static int flag(call *c, size_t i, const char *name) {
+  bool b = false;
+  if (c->failed) return 0;
+  if (napi_get_value_bool(c->env, c->argv[i], &b) != napi_ok) failf(c, "%s must be a boolean", name);
+  return b;
+}
+
+static napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static int overlaps(const float *a, size_t na, const float *b, size_t nb) {
+  return a && b && na && nb && a < b + nb && b < a + na;
+}
+
+// linear(out, x, w, bias|null, M, K, N)
+static napi_value js_linear(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "linear", 7)) return NULL;
+  size_t M = dim(&c, 4, "M"), K = dim(&c, 5, "K"), N = dim(&c, 6, "N");
+  float *out = f32(&c, 0, "out", M * N, 0), *x = f32(&c, 1, "x", M * K, 0), *w = f32(&c, 2, "w", N * K, 0);
+  float *bias = f32(&c, 3, "bias", N, 1);
+  if (c.failed) return NULL;
+  if (overlaps(out, M * N, x, M * K) || overlaps(out, M * N, w, N * K) || overlaps(out, M * N, bias, N)) {
+    failf(&c, "out must not overlap x, w or bias");
+    return NULL;
+  }
+  kf_linear(out, x, w, bias, M, K, N);
+  return undef(env);
+}
+
+// blasLinear(out, x, w, M, K, N) -> boolean (false without BLAS)
+static napi_value js_blas_linear(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "blasLinear", 6)) return NULL;
+  size_t M = dim(&c, 3, "M"), K = dim(&c, 4, "K"), N = dim(&c, 5, "N");
+  float *out = f32(&c, 0, "out", M * N, 0), *x = f32(&c, 1, "x", M * K, 0), *w = f32(&c, 2, "w", N * K, 0);
+  if (c.failed) return NULL;
+  int ok = M && K && N ? kf_blas_linear(out, x, w, M, K, N) : 1;
+  napi_value r;
+  napi_get_boolean(env, ok, &r);
+  return r;
+}
+
+// gemm(transA, transB, M, N, K, alpha, a, b, beta, c)
+static napi_value js_gemm(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "gemm", 10)) return NULL;
+  int ta = flag(&c, 0, "transA"), tb = flag(&c, 1, "transB");
+  size_t M = dim(&c, 2, "M"), N = dim(&c, 3, "N"), K = dim(&c, 4, "K");
+  float alpha = (float)num(&c, 5, "alpha"), beta = (float)num(&c, 8, "beta");
+  float *a = f32(&c, 6, "a", M * K, 0), *b = f32(&c, 7, "b", K * N, 0), *cc = f32(&c, 9, "c", M * N, 0);
+  if (c.failed) return NULL;
+  if (overlaps(cc, M * N, a, M * K) || overlaps(cc, M * N, b, K * N)) {
+    failf(&c, "c must not overlap a or b");
+    return NULL;
+  }
+  kf_gemm(ta, tb, M, N, K, alpha, a, b, beta, cc);
+  return undef(env);
+}
+
+// layerNorm(out, mean, rstd, x, weight, bias|null, rows, D, eps)
+static napi_value js_layernorm(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "layerNorm", 9)) return NULL;
+  size_t rows = dim(&c, 6, "rows"), D = dim(&c, 7, "D");
+  float eps = (float)num(&c, 8, "eps");
+  float *out = f32(&c, 0, "out", rows * D, 0), *mean = f32(&c, 1, "mean", rows, 0), *rstd = f32(&c, 2, "rstd", rows, 0);
+  float *x = f32(&c, 3, "x", rows * D, 0), *w = f32(&c, 4, "weight", D, 0), *b = f32(&c, 5, "bias", D, 1);
+  if (c.failed) return NULL;
+  if (D == 0 && rows > 0) {
+    failf(&c, "D must be positive");
+    return NULL;
+  }
+  kf_layernorm(out, mean, rstd, x, w, b, rows, D, eps);
+  return undef(env);
+}
+
+// layerNormBackward(dx, dweight, dbias|null, dout, x, mean, rstd, weight, rows, D)
+static napi_value js_layernorm_backward(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "layerNormBackward", 10)) return NULL;
+  size_t rows = dim(&c, 8, "rows"), D = dim(&c, 9, "D");
+  float *dx = f32(&c, 0, "dx", rows * D, 0), *dw = f32(&c, 1, "dweight", D, 0), *db = f32(&c, 2, "dbias", D, 1);
+  float *dout = f32(&c, 3, "dout", rows * D, 0), *x = f32(&c, 4, "x", rows * D, 0);
+  float *mean = f32(&c, 5, "mean", rows, 0), *rstd = f32(&c, 6, "rstd", rows, 0), *w = f32(&c, 7, "weight", D, 0);
+  if (c.failed) return NULL;
+  if (D == 0 || rows == 0) return undef(env);
+  kf_layernorm_backward(dx, dw, db, dout, x, mean, rstd, w, rows, D);
+  return undef(env);
+}
+
+static int gelu_kind(call *c, size_t i) {
+  char buf[16] = {0};
+  size_t n = 0;
+  if (c->failed) return 0;
+  if (napi_get_value_string_utf8(c->env, c->argv[i], buf, sizeof buf, &n) != napi_ok) {
+    failf(c, "kind must be 'tanh' or 'exact'");
+    return 0;
+  }
+  if (strcmp(buf, "tanh") == 0) return 0;
+  if (strcmp(buf, "exact") == 0) return 1;
+  failf(c, "kind must be 'tanh' or 'exact', got '%s'", buf);
+  return 0;
+}
+
+// gelu(out, x, n, kind)
+static napi_value js_gelu(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "gelu", 4)) return NULL;
+  size_t n = dim(&c, 2, "n");
+  float *out = f32(&c, 0, "out", n, 0), *x = f32(&c, 1, "x", n, 0);
+  int exact = gelu_kind(&c, 3);
+  if (c.failed) return NULL;
+  if (out != x && overlaps(out, n, x, n)) {
+    failf(&c, "out must be x itself or not overlap it");
+    return NULL;
+  }
+  kf_gelu(out, x, n, exact);
+  return undef(env);
+}
+
+// geluBackward(dx, dout, x, n, kind)
+static napi_value js_gelu_backward(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "geluBackward", 5)) return NULL;
+  size_t n = dim(&c, 3, "n");
+  float *dx = f32(&c, 0, "dx", n, 0), *dout = f32(&c, 1, "dout", n, 0), *x = f32(&c, 2, "x", n, 0);
+  int exact = gelu_kind(&c, 4);
+  if (c.failed) return NULL;
+  kf_gelu_backward(dx, dout, x, n, exact);
+  return undef(env);
+}
+
+// rope(x, stride, rows, nHeads, headDim, positions, invFreq, inverse)
+static napi_value js_rope(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "rope", 8)) return NULL;
+  size_t stride = dim(&c, 1, "stride"), rows = dim(&c, 2, "rows"), H = dim(&c, 3, "nHeads"),
+         Dh = dim(&c, 4, "headDim");
+  int inverse = flag(&c, 7, "inverse");
+  if (c.failed) return NULL;
+  if (Dh % 2 != 0) {
+    failf(&c, "headDim must be even, got %zu", Dh);
+    return NULL;
+  }
+  if (rows > 0 && stride < H * Dh) {
+    failf(&c, "stride %zu is smaller than nHeads*headDim = %zu", stride, H * Dh);
+    return NULL;
+  }
+  float *x = f32(&c, 0, "x", rows ? (rows - 1) * stride + H * Dh : 0, 0);
+  size_t plen;
+  int32_t *pos = typed(&c, 5, "positions", napi_int32_array, "Int32Array", &plen, 0);
+  float *inv = f32(&c, 6, "invFreq", Dh / 2, 0);
+  if (c.failed) return NULL;
+  if (plen < rows) {
+    failf(&c, "positions has %zu elements, needs at least %zu", plen, rows);
+    return NULL;
+  }
+  kf_rope(x, stride, rows, H, Dh, pos, inv, inverse);
+  return undef(env);
+}
+
+// attention(q, qStride, k, kStride, v, vStride, out, outStride, lse, rowPtr, ranges, nq, nHeads, headDim, scale
+//           [, dout, dq, dk, dv])
+static napi_value attention_common(napi_env env, napi_callback_info info, int backward) {
+  call c;
+  const char *op = backward ? "attentionBackward" : "attention";
+  if (!begin(&c, env, info, op, backward ? 19 : 15)) return NULL;
+  kf_attn_args a;
+  memset(&a, 0, sizeof a);
+  a.qStride = dim(&c, 1, "qStride");
+  a.kStride = dim(&c, 3, "kStride");
+  a.vStride = dim(&c, 5, "vStride");
+  a.outStride = dim(&c, 7, "outStride");
+  a.nq = dim(&c, 11, "nq");
+  a.nHeads = dim(&c, 12, "nHeads");
+  a.headDim = dim(&c, 13, "headDim");
+  a.scale = (float)num(&c, 14, "scale");
+  if (c.failed) return NULL;
+  const size_t W = a.nHeads * a.headDim;
+  if (a.nq > 0 && (a.qStride < W || a.outStride < W)) {
+    failf(&c, "qStride and outStride must be at least nHeads*headDim = %zu", W);
+    return NULL;
+  }
+  if (a.kStride < W || a.vStride < W || a.kStride == 0 || a.vStride == 0) {
+    failf(&c, "kStride and vStride must be at least nHeads*headDim = %zu (and positive)", W);
+    return NULL;
+  }
+  const size_t qNeed = a.nq ? (a.nq - 1) * a.qStride + W : 0, oNeed = a.nq ? (a.nq - 1) * a.outStride + W : 0;
+  size_t klen, vlen;
+  a.q = f32(&c, 0, "q", qNeed, 0);
+  a.k = typed(&c, 2, "k", napi_float32_array, "Float32Array", &klen, 0);
+  a.v = typed(&c, 4, "v", napi_float32_array, "Float32Array", &vlen, 0);
+  a.out = f32(&c, 6, "out", oNeed, 0);
+  a.lse = f32(&c, 8, "lse", a.nq * a.nHeads, 0);
+  size_t nrp, nrg;
+  a.rowPtr = typed(&c, 9, "mask.rowPtr", napi_int32_array, "Int32Array", &nrp, 0);
+  a.ranges = typed(&c, 10, "mask.ranges", napi_int32_array, "Int32Array", &nrg, 0);
+  size_t dklen = (size_t)-1, dvlen = (size_t)-1;
+  if (backward) {
+    a.dout = f32(&c, 15, "dout", oNeed, 0);
+    a.dq = f32(&c, 16, "dq", qNeed, 0);
+    a.dk = typed(&c, 17, "dk", napi_float32_array, "Float32Array", &dklen, 0);
+    a.dv = typed(&c, 18, "dv", napi_float32_array, "Float32Array", &dvlen, 0);
+  }
+  if (c.failed) return NULL;
+  // Number of key rows every one of k, v (and dk, dv) can address.
+  size_t nk = (size_t)-1;
+  const size_t lens[4] = {klen, vlen, dklen, dvlen}, strides[4] = {a.kStride, a.vStride, a.kStride, a.vStride};
+  for (int i = 0; i < 4; i++) {
+    if (lens[i] == (size_t)-1) continue;
+    size_t rows = lens[i] >= W ? (lens[i] - W) / strides[i] + 1 : 0;
+    if (W == 0) rows = (size_t)-1;
+    if (rows < nk) nk = rows;
+  }
+  if (nrp < a.nq + 1) {
+    failf(&c, "mask.rowPtr has %zu elements, needs nq + 1 = %zu", nrp, a.nq + 1);
+    return NULL;
+  }
+  for (size_t i = 0; i < a.nq; i++) {
+    int32_t r0 = a.rowPtr[i], r1 = a.rowPtr[i + 1];
+    if (r0 < 0 || r1 < r0 || (size_t)r1 * 2 > nrg) {
+      failf(&c, "mask.rowPtr[%zu..%zu] = %d..%d is not a valid range of the %zu mask ranges", i, i + 1, r0, r1,
+            nrg / 2);
+      return NULL;
+    }
+    int64_t prev = 0;
+    for (int32_t r = r0; r < r1; r++) {
+      int32_t s = a.ranges[2 * r], e = a.ranges[2 * r + 1];
+      if (s < prev || e < s || (size_t)e > nk) {
+        failf(&c, "key range [%d, %d) of query %zu is not ascending, disjoint and within the %zu key rows", s, e, i,
+              nk);
+        return NULL;
+      }
+      prev = e;
+    }
+  }
+  if (backward) kf_attention_backward(&a);
+  else kf_attention(&a);
+  return undef(env);
+}
+
+static napi_value js_attention(napi_env env, napi_callback_info info) { return attention_common(env, info, 0); }
+static napi_value js_attention_backward(napi_env env, napi_callback_info info) {
+  return attention_common(env, info, 1);
+}
+
+// crossEntropy(losses, dlogits|null, logits, targets, rows, V, ignoreIndex, rowScale|null)
+static napi_value js_cross_entropy(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "crossEntropy", 8)) return NULL;
+  size_t rows = dim(&c, 4, "rows"), V = dim(&c, 5, "V");
+  double ig = num(&c, 6, "ignoreIndex");
+  float *losses = f32(&c, 0, "losses", rows, 0), *dl = f32(&c, 1, "dlogits", rows * V, 1);
+  float *logits = f32(&c, 2, "logits", rows * V, 0), *rs = f32(&c, 7, "rowScale", rows, 1);
+  size_t tlen;
+  int32_t *t = typed(&c, 3, "targets", napi_int32_array, "Int32Array", &tlen, 0);
+  if (c.failed) return NULL;
+  if (tlen < rows) {
+    failf(&c, "targets has %zu elements, needs at least %zu", tlen, rows);
+    return NULL;
+  }
+  if (ig != floor(ig) || ig < -2147483648.0 || ig > 2147483647.0) {
+    failf(&c, "ignoreIndex must be a 32-bit integer");
+    return NULL;
+  }
+  for (size_t r = 0; r < rows; r++)
+    if (t[r] != (int32_t)ig && (t[r] < 0 || (size_t)t[r] >= V)) {
+      failf(&c, "target %d at row %zu is outside [0, %zu)", t[r], r, V);
+      return NULL;
+    }
+  kf_cross_entropy(losses, dl, logits, t, rows, V, (int32_t)ig, rs);
+  return undef(env);
+}
+
+// sumSquares(g) -> number
+static napi_value js_sum_squares(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "sumSquares", 1)) return NULL;
+  size_t n;
+  float *g = typed(&c, 0, "g", napi_float32_array, "Float32Array", &n, 0);
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_create_double(env, kf_sum_squares(g, n), &r);
+  return r;
+}
+
+// adamw(params, grads, m, v, decayMask|null, lr, beta1, beta2, eps, weightDecay, step, gradScale)
+static napi_value js_adamw(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "adamw", 12)) return NULL;
+  size_t n;
+  float *p = typed(&c, 0, "params", napi_float32_array, "Float32Array", &n, 0);
+  float *g = f32(&c, 1, "grads", n, 0), *m = f32(&c, 2, "m", n, 0), *v = f32(&c, 3, "v", n, 0);
+  size_t mlen;
+  uint8_t *mask = typed(&c, 4, "decayMask", napi_uint8_array, "Uint8Array", &mlen, 1);
+  kf_adamw_opts o;
+  o.lr = (float)num(&c, 5, "lr");
+  o.beta1 = (float)num(&c, 6, "beta1");
+  o.beta2 = (float)num(&c, 7, "beta2");
+  o.eps = (float)num(&c, 8, "eps");
+  o.weightDecay = (float)num(&c, 9, "weightDecay");
+  o.step = num(&c, 10, "step");
+  o.gradScale = (float)num(&c, 11, "gradScale");
+  if (c.failed) return NULL;
+  if (mask && mlen < n) {
+    failf(&c, "decayMask has %zu elements, needs at least %zu", mlen, n);
+    return NULL;
+  }
+  if (!(o.step >= 1) || o.step != floor(o.step)) {
+    failf(&c, "step must be an integer >= 1, got %g", o.step);
+    return NULL;
+  }
+  kf_adamw(p, g, m, v, mask, n, &o);
+  return undef(env);
+}
+
+// readBandwidth(buf, reps) -> GB/s (best rep)
+static napi_value js_read_bandwidth(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "readBandwidth", 2)) return NULL;
+  size_t n;
+  float *b = typed(&c, 0, "buf", napi_float32_array, "Float32Array", &n, 0);
+  size_t reps = dim(&c, 1, "reps");
+  if (c.failed) return NULL;
+  if (reps < 1 || n == 0) {
+    failf(&c, "needs reps >= 1 and a non-empty buffer");
+    return NULL;
+  }
+  napi_value r;
+  napi_create_double(env, kf_read_bandwidth(b, n, (int)reps), &r);
+  return r;
+}
+
+// misalignment(buf) -> byte address of buf[0] modulo 64
+static napi_value js_misalignment(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "misalignment", 1)) return NULL;
+  size_t n;
+  float *b = typed(&c, 0, "buf", napi_float32_array, "Float32Array", &n, 0);
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_create_uint32(env, (uint32_t)((uintptr_t)b % 64u), &r);
+  return r;
+}
+
+// info() -> { blas, threads, avx512 }
+static napi_value js_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value o, s, t, a;
+  napi_create_object(env, &o);
+  napi_create_string_utf8(env, kf_blas_name(), NAPI_AUTO_LENGTH, &s);
+  napi_create_int32(env, KF_THREADS, &t);
+#ifdef __AVX512F__
+  napi_get_boolean(env, true, &a);
+#else
+  napi_get_boolean(env, false, &a);
+#endif
+  napi_set_named_property(env, o, "blas", s);
+  napi_set_named_property(env, o, "threads", t);
+  napi_set_named_property(env, o, "avx512", a);
+  return o;
+}
+
+NAPI_MODULE_INIT() {
+  static int inited = 0;
+  if (!inited) {
+    kf_blas_init();
+    inited = 1;
+  }
+  const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {
+    {"linear", js_linear}, {"blasLinear", js_blas_linear}, {"gemm", js_gemm}, {"layerNorm", js_layernorm},
+    {"layerNormBackward", js_layernorm_backward}, {"gelu", js_gelu}, {"geluBackward", js_gelu_backward},
+    {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
+    {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},
+    {"readBandwidth", js_read_bandwidth}, {"misalignment", js_misalignment}, {"info", js_info},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok) return NULL;
+    if (napi_set_named_property(env, exports, fns[i].name, f) != napi_ok) return NULL;
+  }
+  return exports;
+}

@@ -1,0 +1,77 @@
+// Shared declarations of the kforce native kernels. Every kernel works on raw float buffers whose sizes the N-API
+// layer (addon.c) has already validated, so nothing here checks bounds.
+#ifndef KF_H
+#define KF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KF_THREADS 2
+
+// ---- thread pool (pool.c) -------------------------------------------------------------------------------------
+// fn runs once per thread with tid in [0, nt). nt is KF_THREADS, or 1 when the pool is busy (a second JS thread
+// calling in) or the work is too small to be worth a wake-up. Kernels must give identical results for any nt.
+typedef void (*kf_task_fn)(void *arg, int tid, int nt);
+void kf_parallel(kf_task_fn fn, void *arg, int want_threads);
+
+// ---- linear (linear.c) ----------------------------------------------------------------------------------------
+void kf_linear(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N);
+
+// ---- gemm (gemm.c) -------------------------------------------------------------------------------------------
+void kf_gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *a, const float *b,
+             float beta, float *c);
+const char *kf_blas_name(void);
+// OpenBLAS alone (gemv for one row, else sgemm) for the benchmarks; returns 0 when built without BLAS.
+int kf_blas_linear(float *out, const float *x, const float *w, size_t M, size_t K, size_t N);
+void kf_blas_init(void);
+
+// ---- normalisation, activations (norm.c) ------------------------------------------------------------------------
+void kf_layernorm(float *out, float *mean, float *rstd, const float *x, const float *weight, const float *bias,
+                  size_t rows, size_t D, float eps);
+void kf_layernorm_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x,
+                           const float *mean, const float *rstd, const float *weight, size_t rows, size_t D);
+void kf_gelu(float *out, const float *x, size_t n, int exact);
+void kf_gelu_backward(float *dx, const float *dout, const float *x, size_t n, int exact);
+
+// ---- attention (attention.c, rope.c) ---------------------------------------------------------------------------
+void kf_rope(float *x, size_t stride, size_t rows, size_t nHeads, size_t headDim, const int32_t *positions,
+             const float *invFreq, int inverse);
+
+typedef struct {
+  size_t nq, nHeads, headDim;
+  const float *q; size_t qStride;
+  const float *k; size_t kStride;
+  const float *v; size_t vStride;
+  float *out; size_t outStride;
+  float *lse;
+  const int32_t *rowPtr;
+  const int32_t *ranges;
+  float scale;
+  // backward only
+  const float *dout;
+  float *dq, *dk, *dv;
+} kf_attn_args;
+void kf_attention(const kf_attn_args *a);
+void kf_attention_backward(const kf_attn_args *a);
+
+// ---- loss, optimiser, misc (loss.c) ----------------------------------------------------------------------------
+void kf_cross_entropy(float *losses, float *dlogits, const float *logits, const int32_t *targets, size_t rows,
+                      size_t V, int32_t ignoreIndex, const float *rowScale);
+double kf_sum_squares(const float *g, size_t n);
+typedef struct {
+  float lr, beta1, beta2, eps, weightDecay, gradScale;
+  double step;
+} kf_adamw_opts;
+void kf_adamw(float *p, const float *g, float *m, float *v, const uint8_t *decayMask, size_t n,
+              const kf_adamw_opts *o);
+double kf_read_bandwidth(const float *buf, size_t n, int reps);
+
+// ---- shared numeric helpers (mathx.c) ---------------------------------------------------------------------------
+// Dot product with the one fixed summation order used everywhere a row-invariant result is needed: 16 lane
+// accumulators walked over k in order (zero-padded tail), then the pairwise tree lanes (i, i+8), (i, i+4), (i, i+2),
+// (i, i+1). The AVX-512 tiles in linear.c and attention.c reproduce exactly this order.
+float kf_dot16(const float *a, const float *b, size_t n);
+float kf_tree16(const float *acc);
+float kf_expf(float x);
+
+#endif

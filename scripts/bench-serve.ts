@@ -1,0 +1,401 @@
+// Load benchmark of `kforce serve`: the same model served as AR and as a k-token PFLM, each driven by 1, 8 and 64
+// closed-loop clients (each client sends its next request as soon as the previous one finished). The server runs in a
+// child process so its compute never shares an event loop with the clients that time it; only one server runs at a
+// time. Reports requests, errors, p50/p99 latency and generated tokens/s per level, the PFLM/AR throughput ratio, and
+// the ratio a roofline predicts for that batch size with machine rates measured in this run.
+//
+//   npm run bench:serve -- [--duration 20] [--warmup 3] [--clients 1,8,64] [--prompt-tokens 8] [--max-tokens 64]
+//                          [--k 4] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--json]
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { predictSpeedup, type MachineRates } from '../src/eval/roofline.ts';
+import type { ModelConfig } from '../src/model/types.ts';
+import { measureMachineRates } from '../src/serve/rates.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const SMALL_DIR = path.join(ROOT, 'models', 'small');
+
+interface Args {
+  duration: number;
+  warmup: number;
+  clients: number[];
+  promptTokens: number;
+  maxTokens: number;
+  k: number;
+  config: string;
+  small: 'auto' | 'yes' | 'no';
+  json: boolean;
+  seed: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { duration: 20, warmup: 3, clients: [1, 8, 64], promptTokens: 8, maxTokens: 64, k: 4, config: 'official', small: 'auto', json: false, seed: 1 };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const val = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`bench-serve: ${flag} needs a value`);
+      return v;
+    };
+    const num = (min: number): number => {
+      const v = Number(val());
+      if (!Number.isFinite(v) || v < min) throw new Error(`bench-serve: ${flag} must be a number >= ${min}`);
+      return v;
+    };
+    switch (flag) {
+      case '--duration': a.duration = num(0.1); break;
+      case '--warmup': a.warmup = num(0); break;
+      case '--clients': a.clients = val().split(',').map((s) => {
+        const n = Number(s);
+        if (!Number.isInteger(n) || n < 1) throw new Error(`bench-serve: --clients takes positive integers, got '${s}'`);
+        return n;
+      }); break;
+      case '--prompt-tokens': a.promptTokens = Math.floor(num(1)); break;
+      case '--max-tokens': a.maxTokens = Math.floor(num(1)); break;
+      case '--k': a.k = Math.floor(num(1)); break;
+      case '--config': a.config = val(); break;
+      case '--small': {
+        const v = val();
+        if (v !== 'auto' && v !== 'yes' && v !== 'no') throw new Error(`bench-serve: --small is auto, yes or no, got '${v}'`);
+        a.small = v;
+        break;
+      }
+      case '--seed': a.seed = Math.floor(num(0)); break;
+      case '--json': a.json = true; break;
+      case '--quick': a.duration = 4; a.warmup = 1; a.clients = [1, 4]; a.config = 'tiny'; a.maxTokens = 32; break;
+      case '--help': case '-h':
+        console.log('usage: npm run bench:serve -- [--duration s] [--warmup s] [--clients 1,8,64] [--prompt-tokens n] [--max-tokens n] [--k n] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--quick] [--json]');
+        process.exit(0);
+        break;
+      default: throw new Error(`bench-serve: unknown flag ${flag}`);
+    }
+  }
+  return a;
+}
+
+/** Architectures by name; random weights. `official` is the paper's OpenWebText model (GPT-2 vocabulary + [MASK]). */
+function randomConfig(spec: string, maxK: number): ModelConfig {
+  const named: Record<string, [number, number, number, number]> = { official: [12, 768, 12, 50258], tiny: [2, 64, 4, 512] };
+  const dims = named[spec] ?? spec.split(',').map(Number);
+  if (dims.length !== 4 || dims.some((x) => !Number.isInteger(x) || x < 1)) {
+    throw new Error(`bench-serve: --config is official, tiny or B,D,H,V (blocks, hidden, heads, vocab), got '${spec}'`);
+  }
+  const [nBlocks, hiddenSize, nHeads, vocabSize] = dims;
+  return { nBlocks, hiddenSize, nHeads, vocabSize, maskIndex: vocabSize - 1, maxK, maxSeqLen: 1024 };
+}
+
+// ---- one server in a child process --------------------------------------------------------------------------------
+
+interface Server {
+  proc: ChildProcess;
+  url: string;
+  config: ModelConfig;
+}
+
+async function startServer(serveArgs: string[]): Promise<Server> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts'), 'serve', '--host', '127.0.0.1', '--port', '0', ...serveArgs], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      // The serve command prints one JSON line once it listens.
+      for (const line of out.split('\n')) {
+        if (!line.startsWith('{')) continue;
+        try {
+          const info = JSON.parse(line) as { listening?: string; config?: ModelConfig };
+          if (info.listening && info.config) {
+            proc.stdout!.off('data', onData);
+            resolve({ proc, url: info.listening, config: info.config });
+            return;
+          }
+        } catch {
+          // a partial line; wait for more
+        }
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.once('exit', (code) => reject(new Error(`kforce serve exited with code ${code} before listening:\n${stderr}`)));
+  });
+}
+
+async function stopServer(s: Server): Promise<void> {
+  if (s.proc.exitCode !== null) return;
+  const exited = new Promise<void>((r) => s.proc.once('exit', () => r()));
+  s.proc.kill('SIGTERM');
+  const timer = setTimeout(() => s.proc.kill('SIGKILL'), 30_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+// ---- HTTP client ---------------------------------------------------------------------------------------------------
+
+interface Outcome {
+  status: number;
+  /** Arrival time (ms, performance.now) and count of the token chunks received. */
+  arrivals: Array<[number, number]>;
+  start: number;
+  end: number;
+  ok: boolean;
+}
+
+/** One streaming completion; resolves when the stream ends, fails or is aborted. Never rejects. */
+function streamCompletion(agent: http.Agent, url: string, body: unknown, signal: AbortSignal): Promise<Outcome> {
+  const start = performance.now();
+  const o: Outcome = { status: 0, arrivals: [], start, end: start, ok: false };
+  return new Promise((resolve) => {
+    const done = (): void => {
+      o.end = performance.now();
+      resolve(o);
+    };
+    const payload = JSON.stringify(body);
+    const req = http.request(`${url}/v1/completions`, {
+      method: 'POST', agent, signal, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+    }, (res) => {
+      o.status = res.statusCode ?? 0;
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        if (o.status !== 200) return;
+        buf += d;
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const ev = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          if (!ev.startsWith('data: ')) continue;
+          const data = ev.slice(6);
+          if (data === '[DONE]') {
+            o.ok = true;
+            continue;
+          }
+          const j = JSON.parse(data) as { choices?: Array<{ token_ids?: number[] }>; error?: unknown };
+          if (j.error) o.ok = false;
+          const n = j.choices?.[0]?.token_ids?.length ?? 0;
+          if (n > 0) o.arrivals.push([performance.now(), n]);
+        }
+      });
+      res.on('end', done);
+      res.on('error', done);
+      res.on('aborted', done);
+    });
+    req.on('error', done);
+    req.end(payload);
+  });
+}
+
+async function getJson<T>(url: string): Promise<T> {
+  const r = await fetch(url);
+  return (await r.json()) as T;
+}
+
+async function scrapeMetric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.slice(name.length + 1)) : NaN;
+}
+
+async function waitIdle(url: string): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const h = await getJson<{ running: number; queued: number }>(`${url}/health`);
+    if (h.running === 0 && h.queued === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('bench-serve: the server did not go idle after the clients stopped');
+}
+
+// ---- one load level ------------------------------------------------------------------------------------------------
+
+interface LevelResult {
+  clients: number;
+  model: 'ar' | 'pflm';
+  modelName: string;
+  requests: number;
+  errors: number;
+  rejected: number;
+  tokensPerSecond: number;
+  serverTokensPerSecond: number;
+  meanBatch: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i];
+}
+
+async function runLevel(server: Server, kind: 'ar' | 'pflm', modelName: string, clients: number, a: Args): Promise<LevelResult> {
+  const V = server.config.vocabSize;
+  const mask = server.config.maskIndex;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
+  const abort = new AbortController();
+  const t0 = performance.now();
+  const wStart = t0 + a.warmup * 1000;
+  const wEnd = wStart + a.duration * 1000;
+  let metricsStart: [number, number, number] | null = null;
+  const tokensAt = async (): Promise<[number, number, number]> => [
+    await scrapeMetric(server.url, 'kforce_generated_tokens_total'),
+    await scrapeMetric(server.url, 'kforce_step_batch_size_sum'),
+    await scrapeMetric(server.url, 'kforce_step_batch_size_count'),
+  ];
+  const startTimer = setTimeout(() => void tokensAt().then((m) => (metricsStart = m)), a.warmup * 1000);
+  const latencies: number[] = [];
+  let requests = 0;
+  let errors = 0;
+  let rejected = 0;
+  let tokensInWindow = 0;
+  let reqNo = 0;
+
+  const client = async (c: number): Promise<void> => {
+    while (performance.now() < wEnd) {
+      const n = reqNo++;
+      // Random prompt ids, never the [MASK] id; a fresh seed per request.
+      const prompt = Array.from({ length: a.promptTokens }, (_, i) => {
+        const t = (Math.imul(n + 1, 2654435761) ^ Math.imul(i + 7, 40503) ^ c) >>> 0;
+        const id = t % (V - 1);
+        return id >= mask ? id + 1 : id;
+      });
+      const o = await streamCompletion(agent, server.url, { prompt, max_tokens: a.maxTokens, seed: a.seed * 1_000_003 + n, stream: true }, abort.signal);
+      for (const [t, k] of o.arrivals) if (t >= wStart && t < wEnd) tokensInWindow += k;
+      if (o.end > wEnd) break; // cut off by the end of the window (aborted): neither a result nor an error
+      if (o.status === 429) {
+        rejected++;
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      if (o.start >= wStart) {
+        if (o.ok && o.status === 200) {
+          requests++;
+          latencies.push(o.end - o.start);
+        } else {
+          errors++;
+        }
+      } else if (!(o.ok && o.status === 200)) {
+        errors++;
+      }
+    }
+  };
+  const stopTimer = setTimeout(() => abort.abort(), wEnd - t0);
+  let metricsEnd: [number, number, number] | null = null;
+  const endTimer = setTimeout(() => void tokensAt().then((m) => (metricsEnd = m)), wEnd - t0 - 1);
+  await Promise.all(Array.from({ length: clients }, (_, c) => client(c)));
+  clearTimeout(startTimer);
+  clearTimeout(stopTimer);
+  clearTimeout(endTimer);
+  agent.destroy();
+  await waitIdle(server.url);
+  const ms = metricsStart as [number, number, number] | null;
+  const me = metricsEnd as [number, number, number] | null;
+  const serverTokens = ms && me ? me[0] - ms[0] : NaN;
+  const meanBatch = ms && me && me[2] > ms[2] ? (me[1] - ms[1]) / (me[2] - ms[2]) : NaN;
+  latencies.sort((x, y) => x - y);
+  return {
+    clients,
+    model: kind,
+    modelName,
+    requests,
+    errors,
+    rejected,
+    tokensPerSecond: tokensInWindow / a.duration,
+    serverTokensPerSecond: serverTokens / a.duration,
+    meanBatch,
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
+  };
+}
+
+// ---- main ----------------------------------------------------------------------------------------------------------
+
+interface ModelSpec {
+  name: string;
+  ar: string[];
+  pflm: string[];
+}
+
+function modelSpecs(a: Args): ModelSpec[] {
+  const cfg = randomConfig(a.config, a.k);
+  const arch = ['--blocks', cfg.nBlocks, '--hidden', cfg.hiddenSize, '--heads', cfg.nHeads, '--vocab', cfg.vocabSize].map(String);
+  const common = ['--max-batch', String(Math.max(...a.clients)), '--max-queue', String(Math.max(...a.clients)),
+    '--max-tokens', String(a.maxTokens), '--no-eos'];
+  const specs: ModelSpec[] = [{
+    name: `random-${a.config}`,
+    ar: ['--random', 'ar', ...arch, '--seed', String(a.seed), ...common],
+    pflm: ['--random', 'pflm', '--max-k', String(a.k), ...arch, '--seed', String(a.seed), '--k', String(a.k), ...common],
+  }];
+  const arFile = ['ar.safetensors', 'ar.kfm', 'teacher.safetensors'].map((f) => path.join(SMALL_DIR, f)).find((f) => fs.existsSync(f));
+  const pfFile = [`pflm-k${a.k}.safetensors`, 'pflm.safetensors', `pflm-k${a.k}.kfm`].map((f) => path.join(SMALL_DIR, f)).find((f) => fs.existsSync(f));
+  if (a.small === 'yes' && !(arFile && pfFile)) throw new Error(`bench-serve: --small yes but ${SMALL_DIR} has no AR and PFLM model files`);
+  if (a.small !== 'no' && arFile && pfFile) {
+    specs.push({ name: 'small', ar: ['--model', arFile, ...common], pflm: ['--model', pfFile, '--k', String(a.k), ...common] });
+  }
+  return specs;
+}
+
+function fmt(x: number, d = 1): string {
+  return Number.isFinite(x) ? x.toFixed(d) : '-';
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  const log = (s: string): void => {
+    (a.json ? process.stderr : process.stdout).write(s + '\n');
+  };
+  log(`bench-serve: ${a.clients.join('/')} clients, ${a.warmup} s warm-up + ${a.duration} s per level, prompts ${a.promptTokens} tokens, max_tokens ${a.maxTokens}, PFLM k = ${a.k}`);
+  const rates: MachineRates = measureMachineRates();
+  log(`machine (measured now): weight streaming ${(rates.bandwidth / 1e9).toFixed(1)} GB/s, matmul ${(rates.flops / 1e9).toFixed(1)} GFLOP/s`);
+  const results: LevelResult[] = [];
+  const ratios: Array<{ modelName: string; clients: number; ratio: number; predicted: number; withinTarget: boolean; target: string }> = [];
+  for (const spec of modelSpecs(a)) {
+    const byKind: Record<string, LevelResult[]> = { ar: [], pflm: [] };
+    let config: ModelConfig | null = null;
+    for (const kind of ['ar', 'pflm'] as const) {
+      log(`starting ${kind} server (${spec.name}) ...`);
+      const server = await startServer(kind === 'ar' ? spec.ar : spec.pflm);
+      config = server.config;
+      try {
+        for (const c of a.clients) {
+          const r = await runLevel(server, kind, spec.name, c, a);
+          results.push(r);
+          byKind[kind].push(r);
+          log(`  ${kind.padEnd(4)} ${String(c).padStart(3)} clients: ${r.requests} requests, ${r.errors} errors, ${r.rejected} rejected (429), ` +
+            `p50 ${fmt(r.p50Ms, 0)} ms, p99 ${fmt(r.p99Ms, 0)} ms, ${fmt(r.tokensPerSecond)} tok/s (server ${fmt(r.serverTokensPerSecond)}), mean batch ${fmt(r.meanBatch)}`);
+        }
+      } finally {
+        await stopServer(server);
+      }
+    }
+    for (const c of a.clients) {
+      const ar = byKind.ar.find((r) => r.clients === c)!;
+      const pf = byKind.pflm.find((r) => r.clients === c)!;
+      const ratio = pf.tokensPerSecond / ar.tokensPerSecond;
+      const predicted = predictSpeedup(config!, { batch: c, promptLength: a.promptTokens, newTokens: a.maxTokens }, a.k, rates);
+      const withinTarget = c === 1 ? ratio >= 2.5 : Math.abs(ratio / predicted - 1) <= 0.2;
+      const target = c === 1 ? '>= 2.5' : `${fmt(predicted, 2)} +- 20%`;
+      ratios.push({ modelName: spec.name, clients: c, ratio, predicted, withinTarget, target });
+      log(`  PFLM/AR ${spec.name} at ${c} clients: ${fmt(ratio, 2)}x (roofline ${fmt(predicted, 2)}x; target ${target}: ${withinTarget ? 'met' : 'NOT met'})`);
+    }
+  }
+  if (a.json) {
+    console.log(JSON.stringify({
+      machine: { bandwidthGBs: rates.bandwidth / 1e9, gflops: rates.flops / 1e9 },
+      settings: { duration: a.duration, warmup: a.warmup, promptTokens: a.promptTokens, maxTokens: a.maxTokens, k: a.k },
+      results,
+      ratios,
+    }));
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exit(1);
+});

@@ -1,0 +1,193 @@
+// Token selection, written once for every model kind (the models only produce logits). Two rules exist:
+//  - AR: temperature sampling as inverse-CDF on a uniform u (softmax in float64, cumulative sum in vocabulary-index
+//    order, the smallest v with cdf[v] >= u), optionally restricted to the top-p nucleus; temperature 0 is greedy.
+//  - PFLM: y_j = argmax(logits_j - lambda * count(token)) per slot, sequentially within the block
+//    (KFORCING.md section 6).
+// Both apply the same logits processors first (mask suppression, frequency penalty), so every decoding feature
+// reaches both kinds. The AR rule equals the teacher targets of KFORCING.md section 5, so an AR rollout and a PFLM
+// block driven by the same uniforms are directly comparable.
+
+/** The value the [MASK] logit is replaced with in every output (KFORCING.md section 2). */
+export const MASK_LOGIT = -1000;
+
+/** Generated-token counts of one sequence (prompt tokens are not counted), for the frequency penalty. */
+export class TokenCounts {
+  readonly counts: Int32Array;
+  private readonly seen: number[] = [];
+
+  constructor(readonly vocabSize: number) {
+    this.counts = new Int32Array(vocabSize);
+  }
+
+  add(token: number): void {
+    if (!(token >= 0 && token < this.vocabSize)) throw new Error(`TokenCounts: token ${token} outside [0, ${this.vocabSize})`);
+    if (this.counts[token]++ === 0) this.seen.push(token);
+  }
+
+  get(token: number): number {
+    return this.counts[token];
+  }
+
+  /** Distinct tokens counted so far, in first-seen order. */
+  distinct(): readonly number[] {
+    return this.seen;
+  }
+}
+
+// ---- logits processors (in place on one row of logits) ---------------------------------------------------------
+
+/** Replaces the [MASK] logit (never a valid output) with MASK_LOGIT. */
+export function suppressMask(logits: Float32Array, maskIndex: number): void {
+  if (maskIndex >= 0 && maskIndex < logits.length) logits[maskIndex] = MASK_LOGIT;
+}
+
+/**
+ * logits[v] -= lambda * count(v), in float32 arithmetic like the model's own penalised argmax (so the two agree to
+ * the bit). Only the distinct counted tokens change, so the cost is tiny.
+ */
+export function applyFrequencyPenalty(logits: Float32Array, counts: TokenCounts, lambda: number): void {
+  if (lambda === 0) return;
+  const lam = Math.fround(lambda);
+  for (const v of counts.distinct()) logits[v] = logits[v] - Math.fround(lam * counts.get(v));
+}
+
+// ---- distributions --------------------------------------------------------------------------------------------
+
+/** softmax(logits / temperature) in float64 (max-subtracted). Throws when the row holds NaN or infinities. */
+export function softmax64(logits: ArrayLike<number>, temperature = 1, out?: Float64Array): Float64Array {
+  if (!(temperature > 0)) throw new Error(`softmax64: temperature must be > 0, got ${temperature}`);
+  const V = logits.length;
+  const p = out ?? new Float64Array(V);
+  if (p.length < V) throw new Error(`softmax64: output length ${p.length} < vocabulary ${V}`);
+  const invT = 1 / temperature;
+  let m = -Infinity;
+  for (let v = 0; v < V; v++) {
+    const x = logits[v] * invT;
+    if (x > m) m = x;
+  }
+  let z = 0;
+  for (let v = 0; v < V; v++) {
+    const e = Math.exp(logits[v] * invT - m);
+    p[v] = e;
+    z += e;
+  }
+  if (!Number.isFinite(z) || !Number.isFinite(m)) throw new Error('softmax64: logits contain NaN or infinite values');
+  const invZ = 1 / z;
+  for (let v = 0; v < V; v++) p[v] *= invZ;
+  return p;
+}
+
+/** Smallest v with cumsum(probs)[v] >= u, in vocabulary-index order; V-1 when rounding leaves the total below u. */
+export function inverseCdf(probs: ArrayLike<number>, u: number, V = probs.length): number {
+  if (!(u > 0 && u <= 1)) throw new Error(`inverseCdf: uniform must be in (0, 1], got ${u}`);
+  let c = 0;
+  for (let v = 0; v < V; v++) {
+    c += probs[v];
+    if (c >= u) return v;
+  }
+  return V - 1;
+}
+
+/**
+ * Keeps the smallest set of most probable tokens whose total reaches p (ties broken by lower index), zeroes the rest
+ * and renormalises in place. p >= 1 keeps everything.
+ */
+export function topPFilter(probs: Float64Array, p: number, V = probs.length): void {
+  if (!(p > 0 && p <= 1)) throw new Error(`topP must be in (0, 1], got ${p}`);
+  if (p >= 1) return;
+  const order = new Int32Array(V);
+  for (let v = 0; v < V; v++) order[v] = v;
+  order.sort((a, b) => probs[b] - probs[a] || a - b);
+  let c = 0;
+  let keep = 0;
+  while (keep < V && c < p) c += probs[order[keep++]];
+  for (let i = keep; i < V; i++) probs[order[i]] = 0;
+  const inv = 1 / c;
+  for (let i = 0; i < keep; i++) probs[order[i]] *= inv;
+}
+
+/** Index of the largest value of row[offset, offset + V) (first one on ties). */
+export function argmax(row: ArrayLike<number>, offset = 0, V = row.length - offset): number {
+  let best = 0;
+  let bestVal = -Infinity;
+  for (let v = 0; v < V; v++) {
+    const x = row[offset + v];
+    if (x > bestVal) {
+      bestVal = x;
+      best = v;
+    }
+  }
+  if (bestVal === -Infinity && Number.isNaN(row[offset])) throw new Error('argmax: logits contain NaN');
+  return best;
+}
+
+// ---- the two selection rules ---------------------------------------------------------------------------------
+
+export interface ArSamplingOptions {
+  /** 0 = greedy (argmax); > 0 = inverse-CDF sampling of softmax(logits / temperature). */
+  temperature: number;
+  /** Nucleus mass in (0, 1]; 1 disables it. */
+  topP: number;
+  /** Frequency penalty lambda (0 disables it). */
+  penalty: number;
+  maskIndex: number;
+}
+
+/**
+ * One AR token from one row of logits and one uniform. The row is modified in place (processors). `scratch` may be
+ * passed to avoid an allocation per token.
+ */
+export function sampleAr(logits: Float32Array, u: number, counts: TokenCounts | null, opts: ArSamplingOptions,
+  scratch?: Float64Array): number {
+  suppressMask(logits, opts.maskIndex);
+  if (counts) applyFrequencyPenalty(logits, counts, opts.penalty);
+  if (opts.temperature === 0) return argmax(logits);
+  const p = softmax64(logits, opts.temperature, scratch);
+  if (opts.topP < 1) topPFilter(p, opts.topP, logits.length);
+  return inverseCdf(p, u, logits.length);
+}
+
+/**
+ * PFLM block selection: `slotLogits` is [k * V] (as BatchDecoder.step returns); slot j takes
+ * argmax(logits_j - lambda * count) (float32 arithmetic, first maximum on ties) where count includes the tokens
+ * chosen for slots < j. `counts` is updated with
+ * the chosen tokens. Only the first `take` slots are used (the last step keeps the first k' slots).
+ */
+export function selectPflm(slotLogits: Float32Array, V: number, counts: TokenCounts, lambda: number,
+  maskIndex: number, take = Math.floor(slotLogits.length / V)): number[] {
+  const k = Math.floor(slotLogits.length / V);
+  if (k * V !== slotLogits.length) throw new Error(`selectPflm: logits length ${slotLogits.length} is not a multiple of V = ${V}`);
+  if (take > k) throw new Error(`selectPflm: asked for ${take} slots, logits hold ${k}`);
+  const out: number[] = [];
+  const c = counts.counts;
+  for (let j = 0; j < take; j++) {
+    const row = slotLogits.subarray(j * V, (j + 1) * V);
+    suppressMask(row, maskIndex);
+    let best = 0;
+    let bestVal = -Infinity;
+    if (lambda === 0) {
+      best = argmax(row);
+    } else {
+      const lam = Math.fround(lambda);
+      for (let v = 0; v < V; v++) {
+        const x = c[v] === 0 ? row[v] : Math.fround(row[v] - Math.fround(lam * c[v]));
+        if (x > bestVal) {
+          bestVal = x;
+          best = v;
+        }
+      }
+      if (bestVal === -Infinity && Number.isNaN(row[0])) throw new Error('selectPflm: logits contain NaN');
+    }
+    counts.add(best);
+    out.push(best);
+  }
+  return out;
+}
+
+/** The paper's recommended frequency penalty per k (KFORCING.md section 6); 0 for k = 1. */
+export function recommendedPenalty(k: number): number {
+  if (k <= 1) return 0;
+  if (k === 2) return 0.25;
+  if (k === 3) return 0.45;
+  return 0.5;
+}

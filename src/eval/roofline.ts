@@ -1,0 +1,163 @@
+// Roofline model of one decode step and of a whole fixed-length generation, for AR (k = 0) and PFLM (k >= 1).
+// A step's time is bounded below by max(bytes moved / DRAM bandwidth, FLOPs / GEMM rate), both measured in the same
+// run as the benchmark. What a step moves: every weight once (packed rows, ENGINEERING.md), the KV cache of every
+// sequence once, the new K/V, the logits written and read back by the sampler. What it computes: the block matmuls
+// for every row, attention over the visible keys, the output layer for the rows that need logits (1 per sequence for
+// AR, the k noise rows for the PFLM: its k context rows need none), and the noise encoder for the noise rows.
+// Per step AR feeds 1 token per sequence; the PFLM feeds 2k (the k tokens of the previous block plus k noises).
+import type { ModelConfig } from '../model/types.ts';
+
+export interface MachineRates {
+  /** DRAM read bandwidth, bytes per second. */
+  bandwidth: number;
+  /** Dense matmul rate, FLOP per second. */
+  flops: number;
+}
+
+/** Parameter counts of the parts a decode step reads. */
+export function paramCounts(cfg: ModelConfig): { block: number; blocks: number; output: number; noiseEncoder: number; embedding: number } {
+  const D = cfg.hiddenSize;
+  const V = cfg.vocabSize;
+  // qkv 3D^2 + out D^2 + mlp 8D^2 + mlp biases 5D + two norm weights 2D
+  const block = 12 * D * D + 7 * D;
+  // combined_proj (2D -> D, bias), norm (weight, bias), mlp D -> 4D -> D with biases
+  const noiseEncoder = 2 * D * D + D + 2 * D + 4 * D * D + 4 * D + 4 * D * D + D;
+  return { block, blocks: block * cfg.nBlocks, output: V * D + V + D, noiseEncoder, embedding: V * D };
+}
+
+export interface StepShape {
+  /** Sequences in the step. */
+  batch: number;
+  /** Context tokens fed per sequence (committed to the cache). */
+  newContext: number;
+  /** Cache length per sequence before the step. */
+  cached: number;
+  /** Noise tokens per sequence (0 for AR). */
+  noise: number;
+  /** Rows per sequence that need logits: 1 for AR, the noise count for the PFLM. */
+  outRows: number;
+}
+
+export interface StepCost {
+  rows: number;
+  bytes: number;
+  flops: number;
+  /** Bytes of weights alone (the part independent of batch and context). */
+  weightBytes: number;
+  /** Bytes of KV cache read. */
+  kvBytes: number;
+}
+
+/**
+ * Bytes moved and FLOPs of one step. `bytesPerWeight` is the storage width of the weights (4 for float32);
+ * activations and the cache are float32.
+ */
+export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4): StepCost {
+  const D = cfg.hiddenSize;
+  const V = cfg.vocabSize;
+  const L = cfg.nBlocks;
+  const p = paramCounts(cfg);
+  const rowsPer = s.newContext + s.noise;
+  const rows = s.batch * rowsPer;
+  const outRows = s.batch * s.outRows;
+  let weightParams = p.blocks + (outRows > 0 ? p.output : 0) + (s.noise > 0 ? p.noiseEncoder : 0);
+  weightParams += s.batch * s.newContext * D; // gathered embedding rows only
+  const weightBytes = weightParams * bytesPerWeight;
+  const keysAfter = s.cached + s.newContext;
+  const kvBytes = s.batch * L * keysAfter * 2 * D * 4;
+  const kvWrite = s.batch * L * s.newContext * 2 * D * 4;
+  const logitsBytes = 2 * outRows * V * 4;
+  const bytes = weightBytes + kvBytes + kvWrite + logitsBytes;
+
+  // Visible keys per row: context row i (0-based within the new ones) sees cached + i + 1 keys; noise row j sees all
+  // cached and new context keys plus noises 1..j.
+  let keysSeen = 0;
+  for (let i = 0; i < s.newContext; i++) keysSeen += s.cached + i + 1;
+  for (let j = 0; j < s.noise; j++) keysSeen += keysAfter + j + 1;
+  const attnFlops = s.batch * L * 4 * D * keysSeen;
+  const blockFlops = 2 * rows * (12 * D * D) * L;
+  const outFlops = 2 * outRows * D * V;
+  const noiseFlops = 2 * s.batch * s.noise * (10 * D * D);
+  return { rows, bytes, flops: blockFlops + attnFlops + outFlops + noiseFlops, weightBytes, kvBytes };
+}
+
+/** Lower bound on a step's time: the larger of the memory time and the compute time. */
+export function stepSeconds(c: StepCost, m: MachineRates): number {
+  return Math.max(c.bytes / m.bandwidth, c.flops / m.flops);
+}
+
+export interface RunShape {
+  batch: number;
+  /** 0 = AR, else the PFLM's tokens per step. */
+  k: number;
+  promptLength: number;
+  newTokens: number;
+}
+
+export interface RunPrediction {
+  steps: number;
+  seconds: number;
+  tokensPerSecond: number;
+  /** Forward passes per generated token (per sequence). */
+  passesPerToken: number;
+  /** Cost of the first step after the prompt step (the steady state at short context). */
+  typicalStep: StepCost;
+  /** Whether that typical step is bandwidth bound. */
+  memoryBound: boolean;
+  /** Mean bytes and FLOPs per step over the run. */
+  meanBytes: number;
+  meanFlops: number;
+}
+
+/** Sums the step bounds over a whole generation of `newTokens` per sequence after a prompt of `promptLength`. */
+export function predictRun(cfg: ModelConfig, r: RunShape, m: MachineRates, bytesPerWeight = 4): RunPrediction {
+  if (!(r.batch >= 1 && r.newTokens >= 1 && r.promptLength >= 1 && r.k >= 0)) {
+    throw new Error(`predictRun: batch, newTokens and promptLength must be >= 1 and k >= 0, got ${JSON.stringify(r)}`);
+  }
+  const shapes: StepShape[] = [];
+  if (r.k === 0) {
+    for (let t = 0; t < r.newTokens; t++) {
+      shapes.push(t === 0
+        ? { batch: r.batch, newContext: r.promptLength, cached: 0, noise: 0, outRows: 1 }
+        : { batch: r.batch, newContext: 1, cached: r.promptLength + t - 1, noise: 0, outRows: 1 });
+    }
+  } else {
+    let done = 0;
+    let prevBlock = 0;
+    while (done < r.newTokens) {
+      const kk = Math.min(r.k, r.newTokens - done);
+      shapes.push(done === 0
+        ? { batch: r.batch, newContext: r.promptLength, cached: 0, noise: kk, outRows: kk }
+        : { batch: r.batch, newContext: prevBlock, cached: r.promptLength + done - prevBlock, noise: kk, outRows: kk });
+      prevBlock = kk;
+      done += kk;
+    }
+  }
+  let seconds = 0;
+  let bytes = 0;
+  let flops = 0;
+  const costs = shapes.map((s) => stepCost(cfg, s, bytesPerWeight));
+  for (const c of costs) {
+    seconds += stepSeconds(c, m);
+    bytes += c.bytes;
+    flops += c.flops;
+  }
+  const typical = costs[Math.min(1, costs.length - 1)];
+  return {
+    steps: shapes.length,
+    seconds,
+    tokensPerSecond: (r.batch * r.newTokens) / seconds,
+    passesPerToken: shapes.length / r.newTokens,
+    typicalStep: typical,
+    memoryBound: typical.bytes / m.bandwidth >= typical.flops / m.flops,
+    meanBytes: bytes / shapes.length,
+    meanFlops: flops / shapes.length,
+  };
+}
+
+/** Predicted speedup of PFLM k over AR at the same batch size and lengths. */
+export function predictSpeedup(cfg: ModelConfig, shape: Omit<RunShape, 'k'>, k: number, m: MachineRates, bytesPerWeight = 4): number {
+  const ar = predictRun(cfg, { ...shape, k: 0 }, m, bytesPerWeight);
+  const pf = predictRun(cfg, { ...shape, k }, m, bytesPerWeight);
+  return ar.seconds / pf.seconds;
+}

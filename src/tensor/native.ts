@@ -1,0 +1,180 @@
+// The `native` Backend: a thin typed wrapper over the N-API addon (native/*.c, built to build/Release/kforce.node).
+// Float32 buffers go to the addon, which validates every argument and throws errors naming the op; Float64 buffers
+// (gradient checks) go to the TypeScript backend, since the addon is float32-only.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AttentionArgs, AttentionBackwardArgs, Backend, FloatArray } from './backend.ts';
+import { tsBackend } from './ts-backend.ts';
+
+/** The raw addon surface (argument order as in native/addon.c). */
+interface Addon {
+  linear(out: Float32Array, x: Float32Array, w: Float32Array, bias: Float32Array | null, M: number, K: number,
+    N: number): void;
+  blasLinear(out: Float32Array, x: Float32Array, w: Float32Array, M: number, K: number, N: number): boolean;
+  gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, a: Float32Array,
+    b: Float32Array, beta: number, c: Float32Array): void;
+  layerNorm(out: Float32Array, mean: Float32Array, rstd: Float32Array, x: Float32Array, weight: Float32Array,
+    bias: Float32Array | null, rows: number, D: number, eps: number): void;
+  layerNormBackward(dx: Float32Array, dweight: Float32Array, dbias: Float32Array | null, dout: Float32Array,
+    x: Float32Array, mean: Float32Array, rstd: Float32Array, weight: Float32Array, rows: number, D: number): void;
+  gelu(out: Float32Array, x: Float32Array, n: number, kind: string): void;
+  geluBackward(dx: Float32Array, dout: Float32Array, x: Float32Array, n: number, kind: string): void;
+  rope(x: Float32Array, stride: number, rows: number, nHeads: number, headDim: number, positions: Int32Array,
+    invFreq: Float32Array, inverse: boolean): void;
+  attention(q: Float32Array, qStride: number, k: Float32Array, kStride: number, v: Float32Array, vStride: number,
+    out: Float32Array, outStride: number, lse: Float32Array, rowPtr: Int32Array, ranges: Int32Array, nq: number,
+    nHeads: number, headDim: number, scale: number): void;
+  attentionBackward(q: Float32Array, qStride: number, k: Float32Array, kStride: number, v: Float32Array,
+    vStride: number, out: Float32Array, outStride: number, lse: Float32Array, rowPtr: Int32Array, ranges: Int32Array,
+    nq: number, nHeads: number, headDim: number, scale: number, dout: Float32Array, dq: Float32Array,
+    dk: Float32Array, dv: Float32Array): void;
+  crossEntropy(losses: Float32Array, dlogits: Float32Array | null, logits: Float32Array, targets: Int32Array,
+    rows: number, V: number, ignoreIndex: number, rowScale: Float32Array | null): void;
+  sumSquares(g: Float32Array): number;
+  adamw(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, decayMask: Uint8Array | null,
+    lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+  readBandwidth(buf: Float32Array, reps: number): number;
+  misalignment(buf: Float32Array): number;
+  info(): { blas: string; threads: number; avx512: boolean };
+}
+
+let cached: { addon: Addon | null; error: string | null; path: string | null } | null = null;
+
+/** build/Release/kforce.node of the package this file belongs to (source or compiled layout), or KFORCE_NATIVE_PATH. */
+function addonPath(): string | null {
+  const override = process.env.KFORCE_NATIVE_PATH;
+  if (override) return override;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const p = join(dir, 'build', 'Release', 'kforce.node');
+    if (existsSync(p)) return p;
+    dir = resolve(dir, '..');
+  }
+  return null;
+}
+
+function loadAddon(): { addon: Addon | null; error: string | null; path: string | null } {
+  if (cached) return cached;
+  const path = addonPath();
+  if (!path) {
+    cached = { addon: null, path: null, error: 'build/Release/kforce.node not found (run `npm run build:native`)' };
+    return cached;
+  }
+  // OpenBLAS worker threads busy-wait for ~2^28 cycles after each call by default; on a 2-core machine that
+  // steals the core our own pool needs for the next kernel. The library reads this when it is loaded.
+  if (process.env.OPENBLAS_THREAD_TIMEOUT === undefined) process.env.OPENBLAS_THREAD_TIMEOUT = '16';
+  try {
+    const addon = createRequire(import.meta.url)(path) as Addon;
+    cached = { addon, path, error: null };
+  } catch (e) {
+    cached = { addon: null, path, error: `cannot load ${path}: ${(e as Error).message}` };
+  }
+  return cached;
+}
+
+function requireAddon(what: string): Addon {
+  const { addon, error } = loadAddon();
+  if (!addon) throw new Error(`${what}: native addon unavailable: ${error}`);
+  return addon;
+}
+
+const isF64 = (a: FloatArray): a is Float64Array => a instanceof Float64Array;
+const f32 = (a: FloatArray): Float32Array => a as Float32Array;
+const f32n = (a: FloatArray | null): Float32Array | null => a as Float32Array | null;
+
+function makeBackend(addon: Addon): Backend {
+  const info = addon.info();
+  return {
+    name: 'native',
+    threads: info.threads,
+    blas: info.blas,
+
+    linear(out, x, w, bias, M, K, N) {
+      if (isF64(out)) return tsBackend.linear(out, x, w, bias, M, K, N);
+      addon.linear(f32(out), f32(x), f32(w), f32n(bias), M, K, N);
+    },
+    gemm(transA, transB, M, N, K, alpha, a, b, beta, c) {
+      if (isF64(c)) return tsBackend.gemm(transA, transB, M, N, K, alpha, a, b, beta, c);
+      addon.gemm(transA, transB, M, N, K, alpha, f32(a), f32(b), beta, f32(c));
+    },
+    layerNorm(out, mean, rstd, x, weight, bias, rows, D, eps) {
+      if (isF64(out)) return tsBackend.layerNorm(out, mean, rstd, x, weight, bias, rows, D, eps);
+      addon.layerNorm(f32(out), f32(mean), f32(rstd), f32(x), f32(weight), f32n(bias), rows, D, eps);
+    },
+    layerNormBackward(dx, dweight, dbias, dout, x, mean, rstd, weight, rows, D) {
+      if (isF64(dx)) return tsBackend.layerNormBackward(dx, dweight, dbias, dout, x, mean, rstd, weight, rows, D);
+      addon.layerNormBackward(f32(dx), f32(dweight), f32n(dbias), f32(dout), f32(x), f32(mean), f32(rstd),
+        f32(weight), rows, D);
+    },
+    gelu(out, x, n, kind) {
+      if (isF64(out)) return tsBackend.gelu(out, x, n, kind);
+      addon.gelu(f32(out), f32(x), n, kind);
+    },
+    geluBackward(dx, dout, x, n, kind) {
+      if (isF64(dx)) return tsBackend.geluBackward(dx, dout, x, n, kind);
+      addon.geluBackward(f32(dx), f32(dout), f32(x), n, kind);
+    },
+    rope(x, stride, rows, nHeads, headDim, positions, invFreq, inverse) {
+      if (isF64(x)) return tsBackend.rope(x, stride, rows, nHeads, headDim, positions, invFreq, inverse);
+      addon.rope(f32(x), stride, rows, nHeads, headDim, positions, f32(invFreq), inverse);
+    },
+    attention<T extends FloatArray>(a: AttentionArgs<T>) {
+      if (isF64(a.q)) return tsBackend.attention(a);
+      addon.attention(f32(a.q), a.qStride, f32(a.k), a.kStride, f32(a.v), a.vStride, f32(a.out), a.outStride,
+        f32(a.lse), a.mask.rowPtr, a.mask.ranges, a.nq, a.nHeads, a.headDim, a.scale);
+    },
+    attentionBackward<T extends FloatArray>(a: AttentionBackwardArgs<T>) {
+      if (isF64(a.q)) return tsBackend.attentionBackward(a);
+      addon.attentionBackward(f32(a.q), a.qStride, f32(a.k), a.kStride, f32(a.v), a.vStride, f32(a.out), a.outStride,
+        f32(a.lse), a.mask.rowPtr, a.mask.ranges, a.nq, a.nHeads, a.headDim, a.scale, f32(a.dout), f32(a.dq),
+        f32(a.dk), f32(a.dv));
+    },
+    crossEntropy(losses, dlogits, logits, targets, rows, V, ignoreIndex, rowScale) {
+      if (isF64(logits)) return tsBackend.crossEntropy(losses, dlogits, logits, targets, rows, V, ignoreIndex, rowScale);
+      addon.crossEntropy(f32(losses), f32n(dlogits), f32(logits), targets, rows, V, ignoreIndex, f32n(rowScale));
+    },
+    sumSquares(g) {
+      return addon.sumSquares(g);
+    },
+    adamw(params, grads, m, v, o) {
+      addon.adamw(params, grads, m, v, o.decayMask, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.step, o.gradScale);
+    },
+  };
+}
+
+let backendCache: Backend | null = null;
+
+/** The native backend, or null with the reason it is unavailable (addon not built or not loadable). */
+export function loadNativeBackend(): { backend: Backend | null; error: string | null } {
+  if (backendCache) return { backend: backendCache, error: null };
+  const { addon, error } = loadAddon();
+  if (!addon) return { backend: null, error };
+  backendCache = makeBackend(addon);
+  return { backend: backendCache, error: null };
+}
+
+/** Streaming read (sum) of buf on all native threads, best of `reps`; returns GB/s. For benchmarks. */
+export function readBandwidth(buf: Float32Array, reps: number): number {
+  return requireAddon('readBandwidth').readBandwidth(buf, reps);
+}
+
+/** What OpenBLAS alone does for out = x @ w^T (sgemv for one row, sgemm otherwise); false when built without
+ * BLAS. The benchmarks' reference point. */
+export function blasLinear(out: Float32Array, x: Float32Array, w: Float32Array, M: number, K: number,
+  N: number): boolean {
+  return requireAddon('blasLinear').blasLinear(out, x, w, M, K, N);
+}
+
+/** A zeroed Float32Array of n elements whose first element sits on a 64-byte (cache line) boundary, so that
+ * AVX-512 loads of its rows do not split lines. Falls back to a plain array when the addon is unavailable. */
+export function alignedFloat32(n: number): Float32Array {
+  const { addon } = loadAddon();
+  if (!addon) return new Float32Array(n);
+  const raw = new Float32Array(n + 16);
+  const skew = addon.misalignment(raw);
+  const off = skew === 0 ? 0 : (64 - skew) / 4;
+  if (!Number.isInteger(off)) return new Float32Array(n); // not even 4-byte aligned: nothing sensible to do
+  return raw.subarray(off, off + n);
+}

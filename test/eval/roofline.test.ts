@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { paramCounts, predictRun, predictSpeedup, stepCost, stepSeconds } from '../../src/eval/roofline.ts';
+import type { ModelConfig } from '../../src/model/types.ts';
+
+const tiny: ModelConfig = { vocabSize: 3, hiddenSize: 2, nHeads: 1, nBlocks: 1, maskIndex: 2, maxK: 4, maxSeqLen: 16 };
+const official: ModelConfig = { vocabSize: 50258, hiddenSize: 768, nHeads: 12, nBlocks: 12, maskIndex: 50257, maxK: 4, maxSeqLen: 1024 };
+
+test('parameter counts by hand and for the official architecture', () => {
+  const p = paramCounts(tiny);
+  assert.equal(p.block, 12 * 4 + 7 * 2);
+  assert.equal(p.output, 3 * 2 + 3 + 2);
+  assert.equal(p.noiseEncoder, 10 * 4 + 8 * 2);
+  const o = paramCounts(official);
+  // 12 blocks of 7.08 M plus the 38.6 M output layer: the ~123 M weights (494 MB fp32) a decode step streams.
+  assert.equal(o.blocks + o.output, 12 * (12 * 768 * 768 + 7 * 768) + 50258 * 768 + 50258 + 768);
+  assert.ok(Math.abs((o.blocks + o.output) * 4 / 1e6 - 494) < 2);
+});
+
+test('one AR step by hand', () => {
+  const c = stepCost(tiny, { batch: 1, newContext: 1, cached: 5, noise: 0, outRows: 1 });
+  assert.equal(c.weightBytes, (62 + 11 + 2) * 4);
+  assert.equal(c.kvBytes, 6 * 2 * 2 * 4);
+  assert.equal(c.bytes, 300 + 96 + 16 + 24);
+  assert.equal(c.flops, 96 + 48 + 12);
+  assert.equal(c.rows, 1);
+  assert.equal(stepSeconds(c, { bandwidth: 436, flops: 1e9 }), 1);
+  assert.equal(stepSeconds(c, { bandwidth: 1e9, flops: 78 }), 2);
+});
+
+test('one PFLM step by hand: 2k rows, noise encoder, output layer on the noise rows', () => {
+  const c = stepCost(tiny, { batch: 2, newContext: 2, cached: 3, noise: 2, outRows: 2 });
+  assert.equal(c.rows, 8);
+  assert.equal(c.weightBytes, (62 + 11 + 56 + 2 * 2 * 2) * 4);
+  // keys: context rows see 4 and 5; noise rows see 5 + 1 and 5 + 2
+  const keys = 4 + 5 + 6 + 7;
+  assert.equal(c.flops, 2 * 8 * 48 + 2 * 4 * 2 * keys + 2 * 4 * 2 * 3 + 2 * 2 * 2 * 40);
+  assert.equal(c.kvBytes, 2 * 5 * 2 * 2 * 4);
+});
+
+test('run predictions: step counts, passes per token, the regimes of the official architecture', () => {
+  const m = { bandwidth: 45e9, flops: 190e9 };
+  const ar = predictRun(official, { batch: 1, k: 0, promptLength: 6, newTokens: 122 }, m);
+  assert.equal(ar.steps, 122);
+  assert.equal(ar.passesPerToken, 1);
+  assert.ok(ar.memoryBound);
+  const pf = predictRun(official, { batch: 1, k: 4, promptLength: 6, newTokens: 122 }, m);
+  assert.equal(pf.steps, 31);
+  assert.equal(pf.passesPerToken, 31 / 122);
+  assert.equal(pf.typicalStep.rows, 8);
+  // Batch 1 is bandwidth bound: k = 4 predicts about 4x minus the PFLM's extra activations and noise encoder.
+  const s1 = predictSpeedup(official, { batch: 1, promptLength: 6, newTokens: 122 }, 4, m);
+  assert.ok(s1 > 3.3 && s1 < 4, `batch 1 speedup ${s1}`);
+  // Batch 64 is compute bound: 2k rows per k tokens costs more than AR's 1 row per token.
+  const s64 = predictSpeedup(official, { batch: 64, promptLength: 6, newTokens: 122 }, 4, m);
+  assert.ok(s64 < 1, `batch 64 speedup ${s64}`);
+  // Long contexts add KV reads that both pay per step, which PFLM amortises over k tokens.
+  const long = predictRun(official, { batch: 16, k: 0, promptLength: 6, newTokens: 1018 }, m);
+  assert.ok(long.meanBytes > ar.meanBytes * 2);
+  assert.throws(() => predictRun(official, { batch: 0, k: 0, promptLength: 6, newTokens: 1 }, m), /batch/);
+});
