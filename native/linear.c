@@ -16,7 +16,7 @@
 #include "kf.h"
 #include "simd.h"
 
-#define MR_MAX 8
+#define MR_MAX 8 // rows up to which the weights are streamed from DRAM exactly once per block pass
 
 typedef struct {
   float *out;
@@ -32,40 +32,66 @@ static int pf_init = 0;
 
 #ifdef __AVX512F__
 
-// One register tile: NR weight rows x MR x rows, NR*MR <= 16 accumulators, all reduced by a single tree.
-// PF: prefetch the weight stream ahead (only worth it on the first pass over a block, which comes from DRAM).
+// One register tile: NR (<= 4) weight rows x MR (<= 4) x rows, 16 accumulators at most, all reduced by a single tree.
+// PF: prefetch the weight stream ahead (worth it only on the first pass over a block, which comes from DRAM).
 KF_INLINE void tile(const int NR, const int MR, const int PF, const float *x, const float *w, const float *bias,
                     float *out, size_t K, size_t N, size_t pfd) {
-  __m512 acc[16];
-  for (int i = 0; i < NR * MR; i++) acc[i] = _mm512_setzero_ps();
+  // acc index a = mi * 4 + ni, padded to the full 4x4 numbering so the reduced vector holds row mi in 128-bit lane
+  // mi. Unused slots stay zero; the tree never mixes slots, so they cost time but cannot change a result.
+  __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+#define KF_ROW(mi, XV, W0, W1, W2, W3)                                            \
+  do {                                                                            \
+    if (MR > mi) {                                                                \
+      c##mi##0 = _mm512_fmadd_ps(XV, W0, c##mi##0);                               \
+      if (NR > 1) c##mi##1 = _mm512_fmadd_ps(XV, W1, c##mi##1);                   \
+      if (NR > 2) c##mi##2 = _mm512_fmadd_ps(XV, W2, c##mi##2);                   \
+      if (NR > 3) c##mi##3 = _mm512_fmadd_ps(XV, W3, c##mi##3);                   \
+    }                                                                             \
+  } while (0)
+#define KF_STEP(LOAD)                                                                                 \
+  do {                                                                                                \
+    __m512 w0 = LOAD(w + k), w1 = w0, w2 = w0, w3 = w0;                                               \
+    if (NR > 1) w1 = LOAD(w + K + k);                                                                 \
+    if (NR > 2) w2 = LOAD(w + 2 * K + k);                                                             \
+    if (NR > 3) w3 = LOAD(w + 3 * K + k);                                                             \
+    KF_IN_REG(w0); KF_IN_REG(w1); KF_IN_REG(w2); KF_IN_REG(w3);                                      \
+    __m512 x0 = LOAD(x + k), x1 = x0, x2 = x0, x3 = x0;                                               \
+    if (MR > 1) x1 = LOAD(x + K + k);                                                                 \
+    if (MR > 2) x2 = LOAD(x + 2 * K + k);                                                             \
+    if (MR > 3) x3 = LOAD(x + 3 * K + k);                                                             \
+    KF_IN_REG(x0); KF_IN_REG(x1); KF_IN_REG(x2); KF_IN_REG(x3);                                      \
+    KF_ROW(0, x0, w0, w1, w2, w3); KF_ROW(1, x1, w0, w1, w2, w3);                                     \
+    KF_ROW(2, x2, w0, w1, w2, w3); KF_ROW(3, x3, w0, w1, w2, w3);                                     \
+  } while (0)
   size_t k = 0;
+#define KF_LOADU(p) _mm512_loadu_ps(p)
   for (; k + 16 <= K; k += 16) {
-    __m512 wv[2];
-    for (int ni = 0; ni < NR; ni++) {
-      wv[ni] = _mm512_loadu_ps(w + ni * K + k);
-      if (PF) _mm_prefetch((const char *)(w + ni * K + k) + pfd, _MM_HINT_T0);
+    if (PF) {
+      for (int ni = 0; ni < NR; ni++) _mm_prefetch((const char *)(w + ni * K + k) + pfd, _MM_HINT_T0);
     }
-    for (int mi = 0; mi < MR; mi++) {
-      __m512 xv = _mm512_loadu_ps(x + mi * K + k);
-      for (int ni = 0; ni < NR; ni++) acc[mi * NR + ni] = _mm512_fmadd_ps(xv, wv[ni], acc[mi * NR + ni]);
-    }
+    KF_STEP(KF_LOADU);
   }
   if (k < K) {
-    __mmask16 m = kf_tail_mask(K - k);
-    __m512 wv[2];
-    for (int ni = 0; ni < NR; ni++) wv[ni] = _mm512_maskz_loadu_ps(m, w + ni * K + k);
-    for (int mi = 0; mi < MR; mi++) {
-      __m512 xv = _mm512_maskz_loadu_ps(m, x + mi * K + k);
-      for (int ni = 0; ni < NR; ni++) acc[mi * NR + ni] = _mm512_fmadd_ps(xv, wv[ni], acc[mi * NR + ni]);
-    }
+    const __mmask16 m = kf_tail_mask(K - k);
+#define KF_LOADM(p) _mm512_maskz_loadu_ps(m, p)
+    KF_STEP(KF_LOADM);
+#undef KF_LOADM
   }
-  float t[16];
-  _mm512_storeu_ps(t, kf_reduce(acc, NR * MR));
-  for (int mi = 0; mi < MR; mi++)
-    for (int ni = 0; ni < NR; ni++)
-      out[mi * N + ni] = bias ? t[mi * NR + ni] + bias[ni] : t[mi * NR + ni];
+#undef KF_LOADU
+#undef KF_STEP
+#undef KF_ROW
+  __m512 s = kf_reduce16(c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33);
+  const __mmask8 cm = (__mmask8)((1u << NR) - 1u);
+  if (bias) s = _mm512_add_ps(s, _mm512_broadcast_f32x4(_mm_maskz_loadu_ps(cm, bias)));
+  _mm_mask_storeu_ps(out, cm, _mm512_extractf32x4_ps(s, 0));
+  if (MR > 1) _mm_mask_storeu_ps(out + N, cm, _mm512_extractf32x4_ps(s, 1));
+  if (MR > 2) _mm_mask_storeu_ps(out + 2 * N, cm, _mm512_extractf32x4_ps(s, 2));
+  if (MR > 3) _mm_mask_storeu_ps(out + 3 * N, cm, _mm512_extractf32x4_ps(s, 3));
 }
 
+#define NR_MAX 4
+#define MR_T 4
 #define DEF_TILE(NR, MR)                                                                                     \
   static void tile_##NR##_##MR##_pf(const float *x, const float *w, const float *b, float *o, size_t K,     \
                                     size_t N, size_t pfd) {                                                   \
@@ -75,33 +101,33 @@ KF_INLINE void tile(const int NR, const int MR, const int PF, const float *x, co
                                size_t pfd) {                                                                  \
     tile(NR, MR, 0, x, w, b, o, K, N, pfd);                                                                  \
   }
-DEF_TILE(2, 1) DEF_TILE(2, 2) DEF_TILE(2, 3) DEF_TILE(2, 4) DEF_TILE(2, 5) DEF_TILE(2, 6) DEF_TILE(2, 7)
-DEF_TILE(2, 8)
-DEF_TILE(1, 1) DEF_TILE(1, 2) DEF_TILE(1, 3) DEF_TILE(1, 4) DEF_TILE(1, 5) DEF_TILE(1, 6) DEF_TILE(1, 7)
-DEF_TILE(1, 8)
+DEF_TILE(1, 1) DEF_TILE(1, 2) DEF_TILE(1, 3) DEF_TILE(1, 4)
+DEF_TILE(2, 1) DEF_TILE(2, 2) DEF_TILE(2, 3) DEF_TILE(2, 4)
+DEF_TILE(3, 1) DEF_TILE(3, 2) DEF_TILE(3, 3) DEF_TILE(3, 4)
+DEF_TILE(4, 1) DEF_TILE(4, 2) DEF_TILE(4, 3) DEF_TILE(4, 4)
 
 typedef void (*tile_fn)(const float *, const float *, const float *, float *, size_t, size_t, size_t);
-static const tile_fn tiles_pf[2][MR_MAX] = {
-  {tile_1_1_pf, tile_1_2_pf, tile_1_3_pf, tile_1_4_pf, tile_1_5_pf, tile_1_6_pf, tile_1_7_pf, tile_1_8_pf},
-  {tile_2_1_pf, tile_2_2_pf, tile_2_3_pf, tile_2_4_pf, tile_2_5_pf, tile_2_6_pf, tile_2_7_pf, tile_2_8_pf},
+static const tile_fn tiles_pf[NR_MAX][MR_T] = {
+  {tile_1_1_pf, tile_1_2_pf, tile_1_3_pf, tile_1_4_pf}, {tile_2_1_pf, tile_2_2_pf, tile_2_3_pf, tile_2_4_pf},
+  {tile_3_1_pf, tile_3_2_pf, tile_3_3_pf, tile_3_4_pf}, {tile_4_1_pf, tile_4_2_pf, tile_4_3_pf, tile_4_4_pf},
 };
-static const tile_fn tiles_nopf[2][MR_MAX] = {
-  {tile_1_1, tile_1_2, tile_1_3, tile_1_4, tile_1_5, tile_1_6, tile_1_7, tile_1_8},
-  {tile_2_1, tile_2_2, tile_2_3, tile_2_4, tile_2_5, tile_2_6, tile_2_7, tile_2_8},
+static const tile_fn tiles_nopf[NR_MAX][MR_T] = {
+  {tile_1_1, tile_1_2, tile_1_3, tile_1_4}, {tile_2_1, tile_2_2, tile_2_3, tile_2_4},
+  {tile_3_1, tile_3_2, tile_3_3, tile_3_4}, {tile_4_1, tile_4_2, tile_4_3, tile_4_4},
 };
 
 static void lin_block(const lin_job *j, size_t n0, size_t n1) {
   const size_t K = j->K, N = j->N;
-  size_t pfd = pf_bytes ? pf_bytes : 2 * K * sizeof(float);
-  for (size_t m0 = 0; m0 < j->M; m0 += MR_MAX) {
-    size_t mr = j->M - m0 < MR_MAX ? j->M - m0 : MR_MAX;
-    const tile_fn *t2 = m0 == 0 ? tiles_pf[1] : tiles_nopf[1];
-    const tile_fn *t1 = m0 == 0 ? tiles_pf[0] : tiles_nopf[0];
+  size_t pfd = pf_bytes ? pf_bytes : 4 * K * sizeof(float);
+  for (size_t m0 = 0; m0 < j->M; m0 += MR_T) {
+    size_t mr = j->M - m0 < MR_T ? j->M - m0 : MR_T;
     const float *x = j->x + m0 * K;
     float *o = j->out + m0 * N;
-    size_t n = n0;
-    for (; n + 2 <= n1; n += 2) t2[mr - 1](x, j->w + n * K, j->bias ? j->bias + n : NULL, o + n, K, N, pfd);
-    if (n < n1) t1[mr - 1](x, j->w + n * K, j->bias ? j->bias + n : NULL, o + n, K, N, pfd);
+    const tile_fn(*t)[MR_T] = m0 == 0 ? tiles_pf : tiles_nopf;
+    for (size_t n = n0; n < n1; n += NR_MAX) {
+      size_t nr = n1 - n < NR_MAX ? n1 - n : NR_MAX;
+      t[nr - 1][mr - 1](x, j->w + n * K, j->bias ? j->bias + n : NULL, o + n, K, N, pfd);
+    }
   }
 }
 
@@ -165,7 +191,8 @@ void kf_linear(float *out, const float *x, const float *w, const float *bias, si
   size_t bytes = M <= MR_MAX ? (96u << 10) : (384u << 10);
   size_t nb = bytes / (K * sizeof(float));
   if (nb < 2) nb = 2;
-  nb &= ~(size_t)1;
+  nb &= ~(size_t)3;
+  if (nb < 4) nb = 4;
   j.nb = nb;
   j.nblocks = (N + nb - 1) / nb;
   atomic_init(&j.next, 0);

@@ -1,5 +1,6 @@
-// Rotary embedding, non-interleaved halves. The angle is the float32 product position * inv_freq (as PyTorch forms
-// it), its cos/sin evaluated in float64 and rounded once. cos/sin rows are cached per position for the current
+// Rotary embedding, non-interleaved halves. The angle is position * inv_freq in float64 (the TypeScript backend's
+// definition; PyTorch rounds the angle to float32 first, a difference below 1e-4 rad at position 1000), its cos/sin
+// evaluated in float64 and rounded once to float32. cos/sin rows are cached per position for the current
 // inv_freq: training and decoding revisit the same positions on every call, and the trig dominates otherwise.
 #include <math.h>
 #include <pthread.h>
@@ -17,9 +18,9 @@ static size_t cache_cap = 0;     // positions [0, cache_cap) are filled
 
 static void angle_cs(int32_t pos, const float *invFreq, size_t half, float *cs) {
   for (size_t j = 0; j < half; j++) {
-    float ang = (float)pos * invFreq[j];
-    cs[2 * j] = (float)cos((double)ang);
-    cs[2 * j + 1] = (float)sin((double)ang);
+    double ang = (double)pos * (double)invFreq[j];
+    cs[2 * j] = (float)cos(ang);
+    cs[2 * j + 1] = (float)sin(ang);
   }
 }
 

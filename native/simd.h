@@ -41,6 +41,23 @@ KF_INLINE __m512 kf_reduce(const __m512 *acc, int n) {
   return _mm512_permutexvar_ps(perm, l4);
 }
 
+// The full 16-accumulator tree on values (no array, so the compiler keeps everything in registers). Lane a of the
+// result is the sum of accumulator a.
+KF_INLINE __m512 kf_reduce16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, __m512 a5, __m512 a6, __m512 a7,
+                             __m512 a8, __m512 a9, __m512 a10, __m512 a11, __m512 a12, __m512 a13, __m512 a14,
+                             __m512 a15) {
+  __m512 p0 = kf_lvl1(a0, a1), p1 = kf_lvl1(a2, a3), p2 = kf_lvl1(a4, a5), p3 = kf_lvl1(a6, a7);
+  __m512 p4 = kf_lvl1(a8, a9), p5 = kf_lvl1(a10, a11), p6 = kf_lvl1(a12, a13), p7 = kf_lvl1(a14, a15);
+  __m512 q0 = kf_lvl2(p0, p1), q1 = kf_lvl2(p2, p3), q2 = kf_lvl2(p4, p5), q3 = kf_lvl2(p6, p7);
+  __m512 r0 = kf_lvl3(q0, q1), r1 = kf_lvl3(q2, q3);
+  const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(perm, kf_lvl4(r0, r1));
+}
+
+// Forces v into a register here: stops the compiler from folding a load into every FMA that uses it (which would
+// re-load a shared operand once per use and make the tile load-bound).
+#define KF_IN_REG(v) __asm__("" : "+v"(v))
+
 // exp(x) for float lanes: n = round(x log2 e), r = x - n ln2 (two-constant Cody-Waite), degree-7 Taylor on
 // |r| <= ln2/2 (truncation error < 1e-8 relative), scaled by 2^n with scalef (handles underflow to 0).
 KF_INLINE __m512 kf_exp512(__m512 x) {

@@ -242,13 +242,19 @@ async function runLevel(server: Server, kind: 'ar' | 'pflm', modelName: string, 
   const t0 = performance.now();
   const wStart = t0 + a.warmup * 1000;
   const wEnd = wStart + a.duration * 1000;
-  let metricsStart: [number, number, number] | null = null;
-  const tokensAt = async (): Promise<[number, number, number]> => [
-    await scrapeMetric(server.url, 'kforce_generated_tokens_total'),
-    await scrapeMetric(server.url, 'kforce_step_batch_size_sum'),
-    await scrapeMetric(server.url, 'kforce_step_batch_size_count'),
-  ];
-  const startTimer = setTimeout(() => void tokensAt().then((m) => (metricsStart = m)), a.warmup * 1000);
+  // Server-side counters at the window edges: tokens generated and the step batch-size histogram (sum, count).
+  const scrape = async (): Promise<[number, number, number] | null> => {
+    try {
+      return [
+        await scrapeMetric(server.url, 'kforce_generated_tokens_total'),
+        await scrapeMetric(server.url, 'kforce_step_batch_size_sum'),
+        await scrapeMetric(server.url, 'kforce_step_batch_size_count'),
+      ];
+    } catch {
+      return null;
+    }
+  };
+  const sleepUntil = (t: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, t - performance.now())));
   const latencies: number[] = [];
   let requests = 0;
   let errors = 0;
@@ -273,29 +279,24 @@ async function runLevel(server: Server, kind: 'ar' | 'pflm', modelName: string, 
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      if (o.start >= wStart) {
-        if (o.ok && o.status === 200) {
-          requests++;
-          latencies.push(o.end - o.start);
-        } else {
-          errors++;
-        }
-      } else if (!(o.ok && o.status === 200)) {
-        errors++;
+      // A request belongs to the window it completes in (at 64 clients one request can outlast a short window).
+      // Failures count whenever they happen, warm-up included.
+      if (!(o.ok && o.status === 200)) errors++;
+      else if (o.end >= wStart) {
+        requests++;
+        latencies.push(o.end - o.start);
       }
     }
   };
-  const stopTimer = setTimeout(() => abort.abort(), wEnd - t0);
-  let metricsEnd: [number, number, number] | null = null;
-  const endTimer = setTimeout(() => void tokensAt().then((m) => (metricsEnd = m)), wEnd - t0 - 1);
-  await Promise.all(Array.from({ length: clients }, (_, c) => client(c)));
-  clearTimeout(startTimer);
-  clearTimeout(stopTimer);
-  clearTimeout(endTimer);
+  const running = Promise.all(Array.from({ length: clients }, (_, c) => client(c)));
+  await sleepUntil(wStart);
+  const ms = await scrape();
+  await sleepUntil(wEnd);
+  const me = await scrape();
+  abort.abort();
+  await running;
   agent.destroy();
   await waitIdle(server.url);
-  const ms = metricsStart as [number, number, number] | null;
-  const me = metricsEnd as [number, number, number] | null;
   const serverTokens = ms && me ? me[0] - ms[0] : NaN;
   const meanBatch = ms && me && me[2] > ms[2] ? (me[1] - ms[1]) / (me[2] - ms[2]) : NaN;
   latencies.sort((x, y) => x - y);

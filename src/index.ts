@@ -18,3 +18,10 @@ export {
 export { distillationLoss, nextTokenLoss, arLossAndGrad, stairLossAndGrad, gradTensors } from './model/loss.ts';
 export { getBackend, setBackend } from './tensor/select.ts';
 export { Rng } from './tensor/rng.ts';
+// Checkpoint IO (src/io): safetensors, PyTorch/Lightning checkpoint import, whole-model load/save.
+export { loadModel, saveModel, readModelFile, inferConfig, CONFIG_METADATA_KEY, KIND_METADATA_KEY } from './io/model-file.ts';
+export type { LoadModelOptions, SaveModelOptions, ModelFileContents } from './io/model-file.ts';
+export { readSafetensors, readSafetensorsFile, readSafetensorsHeader, writeSafetensors } from './io/safetensors.ts';
+export type { SafetensorsContents, SafetensorsHeader, SafetensorsEntry, WriteOptions } from './io/safetensors.ts';
+export { readCkpt, readCheckpoint, openTorchArchive } from './io/ckpt.ts';
+export type { CheckpointContents, ReadCheckpointOptions, TorchArchive } from './io/ckpt.ts';

@@ -3,6 +3,12 @@ import { Command, CommanderError } from 'commander';
 import { registerInfo } from './commands/info.ts';
 import { registerData } from './commands/data.ts';
 import { registerTokenizer } from './commands/tokenizer.ts';
+import { registerTrain } from './commands/train.ts';
+import { registerDistill } from './commands/distill.ts';
+import { registerServe } from './commands/serve.ts';
+import { registerGenerate } from './commands/generate.ts';
+import { registerBench } from './commands/bench.ts';
+import { registerDemo } from './commands/demo.ts';
 
 const program = new Command();
 program
@@ -14,6 +20,12 @@ program
 registerInfo(program);
 registerData(program);
 registerTokenizer(program);
+registerTrain(program);
+registerDistill(program);
+registerServe(program);
+registerGenerate(program);
+registerBench(program);
+registerDemo(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -195,7 +195,7 @@ export function speedChart(r: SpeedReport): string {
     xScale: log2 ? 'log2' : 'linear', xTicks: batches,
     series: [
       ...ks.map((k) => ({ name: `k=${k}`, points: r.results.filter((x) => x.k === k).map((x) => [x.batch, x.speedup] as [number, number]) })),
-      ...(ks.length > 0 ? [{ name: `k=${ks[ks.length - 1]} predicted`, points: r.results.filter((x) => x.k === ks[ks.length - 1]).map((x) => [x.batch, x.predictedSpeedup] as [number, number]) }] : []),
+      ...(ks.length > 0 ? [{ name: `k=${ks[ks.length - 1]} predicted`, dashed: true, points: r.results.filter((x) => x.k === ks[ks.length - 1]).map((x) => [x.batch, x.predictedSpeedup] as [number, number]) }] : []),
     ],
     hLines: [{ y: 1, label: 'AR' }],
   });

@@ -33,17 +33,32 @@ export interface RandomModels {
   pflm: PflmModel;
 }
 
-/** A PFLM (maxK from the config, at least 1) and the AR model sharing its backbone, with fast random weights. */
-export function randomModels(config: ModelConfig, seed: number, std = 0.02): RandomModels {
-  const cfg: ModelConfig = { ...config, maxK: Math.max(1, config.maxK) };
-  const pflm = new PflmModel(cfg);
-  const residStd = std / Math.sqrt(2 * cfg.nBlocks);
-  pflm.layout.entries.forEach((e, i) => {
-    const view = pflm.params.subarray(e.offset, e.offset + e.size);
+/**
+ * Fills a model's parameters in place: uniform weights with the GPT-2 init's standard deviation (residual projections
+ * scaled by 1/sqrt(2 * blocks)), norm weights 1, biases 0. Deterministic from the seed.
+ */
+export function fillRandom(model: ArModel | PflmModel, seed: number, std = 0.02): void {
+  const residStd = std / Math.sqrt(2 * model.config.nBlocks);
+  model.layout.entries.forEach((e, i) => {
+    const view = model.params.subarray(e.offset, e.offset + e.size);
     if (e.name.endsWith('.bias')) view.fill(0);
     else if (/norm\d?\.weight$|norm_final\.weight$/.test(e.name)) view.fill(1);
     else fastUniformFill(view, /^blocks\.\d+\.(attn_out|mlp\.2)\.weight$/.test(e.name) ? residStd : std, seed, i);
   });
+}
+
+/** An AR model with fast random weights. */
+export function randomArModel(config: ModelConfig, seed: number, std = 0.02): ArModel {
+  const ar = new ArModel({ ...config, maxK: 0 });
+  fillRandom(ar, seed, std);
+  return ar;
+}
+
+/** A PFLM (maxK from the config, at least 1) and the AR model sharing its backbone, with fast random weights. */
+export function randomModels(config: ModelConfig, seed: number, std = 0.02): RandomModels {
+  const cfg: ModelConfig = { ...config, maxK: Math.max(1, config.maxK) };
+  const pflm = new PflmModel(cfg);
+  fillRandom(pflm, seed, std);
   const arCfg: ModelConfig = { ...cfg, maxK: 0 };
   const arTotal = paramLayout(arCfg, 'ar').total;
   const ar = new ArModel(arCfg, { params: pflm.params.subarray(0, arTotal), invFreq: pflm.invFreq });

@@ -5,6 +5,8 @@
 export interface Series {
   name: string;
   points: Array<[number, number]>;
+  /** Drawn dashed (e.g. a prediction next to the measurement). */
+  dashed?: boolean;
 }
 
 export interface ChartOptions {
@@ -70,7 +72,12 @@ export function lineChart(o: ChartOptions): string {
   let y1 = Math.max(...ys);
   if (o.yFromZero ?? true) y0 = Math.min(0, y0);
   if (y0 === y1) y1 = y0 + 1;
-  const yTicks = niceTicks(y0, y1 + (y1 - y0) * 0.05);
+  const yTicks = niceTicks(y0, y1);
+  // The top tick must cover the largest value, so no point sits above the last grid line.
+  if (yTicks.length > 1 && yTicks[yTicks.length - 1] < y1) {
+    const step = yTicks[1] - yTicks[0];
+    yTicks.push(Number((yTicks[yTicks.length - 1] + step).toPrecision(12)));
+  }
   y0 = Math.min(y0, yTicks[0]);
   y1 = Math.max(y1, yTicks[yTicks.length - 1]);
   const px = (x: number) => m.left + ((tx(x) - x0) / (x1 - x0)) * pw;
@@ -105,13 +112,13 @@ export function lineChart(o: ChartOptions): string {
     const pts = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).sort((a, b) => a[0] - b[0]);
     if (pts.length > 1) {
       const d = pts.map(([x, y], j) => `${j ? 'L' : 'M'}${px(x).toFixed(1)} ${py(y).toFixed(1)}`).join(' ');
-      out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="2"/>`);
+      out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
     }
     for (const [x, y] of pts) {
       out.push(`<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="3.5" fill="${color}"><title>${escapeXml(`${s.name}: ${fmt(x)}, ${fmt(y)}`)}</title></circle>`);
     }
     const ly = m.top + 10 + i * 20;
-    out.push(`<line x1="${m.left + pw + 14}" y1="${ly}" x2="${m.left + pw + 38}" y2="${ly}" stroke="${color}" stroke-width="2"/>`);
+    out.push(`<line x1="${m.left + pw + 14}" y1="${ly}" x2="${m.left + pw + 38}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
     out.push(`<text x="${m.left + pw + 44}" y="${ly}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
   });
   out.push('</svg>');

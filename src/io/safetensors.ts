@@ -61,7 +61,9 @@ async function readExactly(fh: FileHandle, buf: Uint8Array, position: number): P
 
 function describeForeign(head: Uint8Array): string | null {
   if (head[0] === 0x50 && head[1] === 0x4b) return 'it is a zip archive (a PyTorch .ckpt/.pt checkpoint?), not a safetensors file';
-  if (head[0] === 0x80) return 'it is a Python pickle (a legacy torch.save file?), not a safetensors file';
+  if (head[0] === 0x80 && head[1] >= 2 && head[1] <= 5) {
+    return 'it is a Python pickle (a legacy torch.save file?), not a safetensors file';
+  }
   return null;
 }
 
@@ -101,11 +103,12 @@ async function readHeaderFrom(fh: FileHandle, path: string): Promise<Safetensors
   const fileSize = (await fh.stat()).size;
   const head = new Uint8Array(Math.min(8, fileSize));
   await readExactly(fh, head, 0);
-  const foreign = describeForeign(head);
-  if (foreign) fail(path, foreign);
   if (fileSize < 8) fail(path, `truncated: the file has ${fileSize} bytes, fewer than the 8-byte header length`);
   const n = new DataView(head.buffer).getBigUint64(0, true);
   if (n > BigInt(fileSize - 8)) {
+    // Only now is the first word known not to be a length; say what the file looks like instead.
+    const foreign = describeForeign(head);
+    if (foreign) fail(path, foreign);
     fail(path, `header length ${n} exceeds the ${fileSize - 8} bytes after the length field ` +
       '(truncated file, or not a safetensors file)');
   }
@@ -171,28 +174,48 @@ async function openForRead(path: string): Promise<FileHandle> {
   }
 }
 
-/** All tensors (converted to float32), the metadata and the stored dtypes. */
-export async function readSafetensorsFile(path: string): Promise<SafetensorsContents> {
+/**
+ * Reads every tensor into a float32 array chosen by `place` (called once with the parsed header, then per entry), so
+ * a caller can land tensors directly in their final buffers (e.g. a model's flat parameter array) without an
+ * intermediate copy. F32 entries are read straight into the target; other types are converted.
+ */
+export async function readSafetensorsInto(path: string,
+  place: (header: SafetensorsHeader) => (entry: SafetensorsEntry) => Float32Array): Promise<SafetensorsHeader> {
   const fh = await openForRead(path);
   try {
     const h = await readHeaderFrom(fh, path);
-    const tensors = new Map<string, Tensor>();
-    const dtypes = new Map<string, ElementType>();
+    const target = place(h);
     for (const e of h.entries) {
-      const bytes = new Uint8Array(e.end - e.begin);
+      const count = (e.end - e.begin) / ELEMENT_BYTES[e.dtype];
+      const out = target(e);
+      if (out.length !== count) fail(path, `tensor '${e.name}': destination holds ${out.length} values, the file ${count}`);
+      const bytes = e.dtype === 'F32'
+        ? new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
+        : new Uint8Array(e.end - e.begin);
       try {
         await readExactly(fh, bytes, h.dataStart + e.begin);
       } catch (err) {
         fail(path, `reading tensor '${e.name}': ${(err as Error).message}`);
       }
-      const count = bytes.length / ELEMENT_BYTES[e.dtype];
-      tensors.set(e.name, { shape: e.shape, data: decodeToFloat32(bytes, 0, count, e.dtype) });
-      dtypes.set(e.name, e.dtype);
+      if (e.dtype !== 'F32') out.set(decodeToFloat32(bytes, 0, count, e.dtype));
     }
-    return { tensors, metadata: h.metadata, dtypes };
+    return h;
   } finally {
     await fh.close();
   }
+}
+
+/** All tensors (converted to float32), the metadata and the stored dtypes. */
+export async function readSafetensorsFile(path: string): Promise<SafetensorsContents> {
+  const tensors = new Map<string, Tensor>();
+  const dtypes = new Map<string, ElementType>();
+  const h = await readSafetensorsInto(path, () => (e) => {
+    const data = new Float32Array((e.end - e.begin) / ELEMENT_BYTES[e.dtype]);
+    tensors.set(e.name, { shape: e.shape, data });
+    dtypes.set(e.name, e.dtype);
+    return data;
+  });
+  return { tensors, metadata: h.metadata, dtypes };
 }
 
 /** All tensors of a safetensors file as float32 (F32, F16, BF16 and F64 are read). */

@@ -4,7 +4,7 @@
 // (llm.c style): the forward saves what the backward needs when `train` is set, the backward accumulates parameter
 // gradients into a flat gradient buffer's views and returns the gradient of the input embeddings.
 import type { AttentionMask, FloatArray } from '../tensor/backend.ts';
-import { addInPlace, biasGradient } from '../tensor/ops.ts';
+import { addInPlace } from '../tensor/ops.ts';
 import type { BaseModel } from './core.ts';
 import type { ParamViews } from './params.ts';
 
@@ -53,6 +53,14 @@ export interface BackboneTrace<T extends FloatArray> {
   xo: T; lnf: T; mf: T; rf: T; // output rows before/after the final norm
   /** [Ro, V] logits, mask column set to MASK_LOGIT. Valid until the model's next forward. */
   logits: T;
+}
+
+/** dbias[N] += column sums of dy [rows, N], as a BLAS matrix-vector product with a ones vector (a JS loop over the
+ * [rows, V] logit gradient costs tens of ms per training step). */
+export function biasGrad<T extends FloatArray>(m: BaseModel<T>, dbias: T, dy: T, rows: number, N: number): void {
+  const ones = m.ws.get('ones', rows);
+  if (ones[0] !== 1 || ones[rows - 1] !== 1) ones.fill(1);
+  m.backend().gemm(true, false, N, 1, rows, 1, dy, ones, 1, dbias);
 }
 
 function outCount(out: OutputRows): number {
@@ -172,7 +180,7 @@ export function backboneBackward<T extends FloatArray>(m: BaseModel<T>, tr: Back
   const dlnf = ws.get('g.dlnf', Ro * D);
   be.gemm(false, false, Ro, D, V, 1, dlogits, m.w.outW, 0, dlnf);
   be.gemm(true, false, V, D, Ro, 1, dlogits, tr.lnf, 1, g.outW);
-  biasGradient(g.outB, dlogits, Ro, V);
+  biasGrad(m, g.outB, dlogits, Ro, V);
   const dres = ws.zeros('g.dres', R * D);
   if ('rows' in tr.out) {
     const dxo = ws.zeros('g.dxo', Ro * D);
@@ -199,12 +207,12 @@ export function backboneBackward<T extends FloatArray>(m: BaseModel<T>, tr: Back
     // ---- MLP ----
     be.gemm(false, false, R, 4 * D, D, 1, dres, bw.fc2W, 0, dgel);
     be.gemm(true, false, D, 4 * D, R, 1, dres, a.gel, 1, gb.fc2W);
-    biasGradient(gb.fc2B, dres, R, D);
+    biasGrad(m, gb.fc2B, dres, R, D);
     dfc1.fill(0);
     be.geluBackward(dfc1, dgel, a.fc1, R * 4 * D, 'tanh');
     be.gemm(false, false, R, D, 4 * D, 1, dfc1, bw.fc1W, 0, dln);
     be.gemm(true, false, 4 * D, D, R, 1, dfc1, a.ln2, 1, gb.fc1W);
-    biasGradient(gb.fc1B, dfc1, R, 4 * D);
+    biasGrad(m, gb.fc1B, dfc1, R, 4 * D);
     be.layerNormBackward(dres, gb.norm2, null, dln, a.mid, a.m2, a.r2, bw.norm2, R, D);
     // ---- attention ----
     be.gemm(false, false, R, D, D, 1, dres, bw.attnOut, 0, datt);

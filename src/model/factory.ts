@@ -75,6 +75,8 @@ function shapeStr(s: number[]): string {
  * noise_encoder tensors are present. Every expected tensor must be there with its exact shape, nothing else may be.
  * A PFLM whose config has no maxK (0) gets DEFAULT_PFLM_MAX_K.
  */
+export function buildModel(config: ModelConfig, tensors: Map<string, Tensor>, opts: { dtype: 'float64' }): AnyModel<Float64Array>;
+export function buildModel(config: ModelConfig, tensors: Map<string, Tensor>, opts?: { dtype?: 'float32' }): Model;
 export function buildModel(config: ModelConfig, tensors: Map<string, Tensor>, opts: { dtype?: DType } = {}): AnyModel<FloatArray> {
   if (!(tensors instanceof Map)) throw new Error('buildModel: tensors must be a Map<string, Tensor>');
   const kind: ModelKind = [...tensors.keys()].some((n) => n.startsWith('noise_encoder.')) ? 'pflm' : 'ar';

@@ -2,9 +2,9 @@
 // embedding. phi(s) = [cos(2 pi s w_i), sin(2 pi s w_i)], w_i = 10000^(-i/(D/2)), cos half first, in float64; then
 // h0 = combined_proj([phi(u); phi(tau)]), h = h0 + mlp.2(GELU_exact(mlp.0(LayerNorm(h0)))).
 import type { FloatArray } from '../tensor/backend.ts';
-import { addInPlace, biasGradient } from '../tensor/ops.ts';
+import { addInPlace } from '../tensor/ops.ts';
 import type { BaseModel } from './core.ts';
-import { LN_EPS } from './backbone.ts';
+import { biasGrad, LN_EPS } from './backbone.ts';
 import type { NoiseEncoderViews } from './params.ts';
 
 const freqCache = new Map<number, Float64Array>();
@@ -86,17 +86,17 @@ export function noiseEncoderBackward<T extends FloatArray>(m: BaseModel<T>, tr: 
   const dg = ws.get('ne.dg', Rn * 4 * D);
   be.gemm(false, false, Rn, 4 * D, D, 1, dh, ne.fc2W, 0, dg);
   be.gemm(true, false, D, 4 * D, Rn, 1, dh, tr.g, 1, gv.fc2W);
-  biasGradient(gv.fc2B, dh, Rn, D);
+  biasGrad(m, gv.fc2B, dh, Rn, D);
   const df1 = ws.zeros('ne.df1', Rn * 4 * D);
   be.geluBackward(df1, dg, tr.f1, Rn * 4 * D, 'exact');
   const dln = ws.get('ne.dln', Rn * D);
   be.gemm(false, false, Rn, D, 4 * D, 1, df1, ne.fc1W, 0, dln);
   be.gemm(true, false, 4 * D, D, Rn, 1, df1, tr.ln, 1, gv.fc1W);
-  biasGradient(gv.fc1B, df1, Rn, 4 * D);
+  biasGrad(m, gv.fc1B, df1, Rn, 4 * D);
   // The residual passes dh straight to h0; the norm adds its part.
   const dh0 = ws.get('ne.dh0', Rn * D);
   dh0.set(dh);
   be.layerNormBackward(dh0, gv.normW, gv.normB, dln, tr.h0, tr.mean, tr.rstd, ne.normW, Rn, D);
   be.gemm(true, false, D, 2 * D, Rn, 1, dh0, tr.phi, 1, gv.projW);
-  biasGradient(gv.projB, dh0, Rn, D);
+  biasGrad(m, gv.projB, dh0, Rn, D);
 }

@@ -30,7 +30,7 @@ export function measureMachineRates(reps = 5): MachineRates {
   const b = getBackend();
   const K = 768;
   // 256 MiB of float32 weights: 8x the 32 MiB L3, so every read comes from DRAM.
-  const Nbw = (64 << 20) / K;
+  const Nbw = Math.floor((64 << 20) / K);
   const wBig = filled(Nbw * K, 1);
   const x1 = filled(K, 2);
   const out1 = new Float32Array(Nbw);

@@ -27,9 +27,9 @@ export interface TokenizerJson {
   version?: string;
   added_tokens?: AddedTokenJson[];
   normalizer?: unknown;
-  pre_tokenizer?: { type?: string; use_regex?: boolean; add_prefix_space?: boolean; pretokenizers?: unknown[] } | null;
+  pre_tokenizer?: { type?: string; use_regex?: boolean; add_prefix_space?: boolean; [k: string]: unknown } | null;
   post_processor?: unknown;
-  decoder?: { type?: string } | null;
+  decoder?: { type?: string; [k: string]: unknown } | null;
   model: {
     type?: string;
     vocab: Record<string, number> | unknown;

@@ -1,0 +1,102 @@
+// Stand-alone C driver of the native kernels (no Node): the same measurements as src/eval/bench-kernels.ts, for
+// tuning on machines without Node or on quiet hosts. Build: see native/bench/build.sh. Not part of the addon.
+//   kbench [shapes|decode|all] [rows,...]
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "../kf.h"
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+static float *fill(size_t n, unsigned seed) {
+  float *a = aligned_alloc(64, (n * 4 + 63) / 64 * 64);
+  unsigned s = seed ? seed : 1;
+  for (size_t i = 0; i < n; i++) { s = s * 1664525u + 1013904223u; a[i] = s / 4294967296.0f - 0.5f; }
+  return a;
+}
+typedef struct { size_t N, K; int bias, count; } mat;
+
+int main(int argc, char **argv) {
+  const char *mode = argc > 1 ? argv[1] : "all";
+  kf_blas_init();
+  printf("blas: %s\n", kf_blas_name());
+  size_t bwn = (512u << 20) / 4;
+  float *big = fill(bwn, 1);
+  kf_read_bandwidth(big, bwn, 1);
+  double bw = kf_read_bandwidth(big, bwn, 5);
+  printf("DRAM read: %.1f GB/s\n", bw);
+  free(big);
+  if (!strcmp(mode, "shapes") || !strcmp(mode, "all")) {
+    size_t shapes[][3] = {{1, 768, 3072}, {8, 768, 3072}, {64, 768, 3072}, {512, 768, 3072}, {512, 3072, 768}};
+    for (int s = 0; s < 5; s++) {
+      size_t M = shapes[s][0], K = shapes[s][1], N = shapes[s][2];
+      float *x = fill(M * K, 2), *w = fill(N * K, 3), *o = fill(M * N, 4);
+      double fl = 2.0 * M * K * N, t[400];
+      int reps = fl > 1e9 ? 15 : 200;
+      for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 3; i++) pass ? (void)kf_blas_linear(o, x, w, M, K, N) : kf_linear(o, x, w, NULL, M, K, N);
+        for (int i = 0; i < reps; i++) {
+          double t0 = now_ms();
+          if (pass) kf_blas_linear(o, x, w, M, K, N); else kf_linear(o, x, w, NULL, M, K, N);
+          t[i] = now_ms() - t0;
+        }
+        qsort(t, reps, sizeof(double), cmp);
+        printf("%s [%zu,%zu]x[%zu,%zu]: median %.3f ms %.1f GF/s (best %.1f)\n", pass ? "blas  " : "kforce", M, K, K, N,
+               t[reps / 2], fl / t[reps / 2] / 1e6, fl / t[0] / 1e6);
+      }
+      free(x); free(w); free(o);
+    }
+  }
+  if (!strcmp(mode, "decode") || !strcmp(mode, "all")) {
+    size_t rowsv[16] = {1, 2, 4, 8, 16, 32, 64, 128, 512};
+    int nrows = 9;
+    if (argc > 2) {
+      nrows = 0;
+      for (char *p = strtok(argv[2], ","); p && nrows < 16; p = strtok(NULL, ",")) rowsv[nrows++] = atoi(p);
+    }
+    mat ms[5] = {{2304, 768, 0, 12}, {768, 768, 0, 12}, {3072, 768, 1, 12}, {768, 3072, 1, 12}, {50258, 768, 1, 1}};
+    float *W[64], *B[64];
+    size_t NN[64], KK[64];
+    int nw = 0;
+    double bytes = 0, flops = 0;
+    for (int m = 0; m < 5; m++)
+      for (int c = 0; c < ms[m].count; c++) {
+        W[nw] = fill(ms[m].N * ms[m].K, 100 + nw);
+        B[nw] = ms[m].bias ? fill(ms[m].N, 7) : NULL;
+        NN[nw] = ms[m].N; KK[nw] = ms[m].K;
+        bytes += ms[m].N * ms[m].K * 4.0 + (ms[m].bias ? ms[m].N * 4.0 : 0);
+        flops += 2.0 * ms[m].N * ms[m].K;
+        nw++;
+      }
+    float *x = fill(512 * 3072, 5), *y = fill(512 * 50258, 6);
+    double bound = bytes / (bw * 1e9) * 1e3;
+    printf("decode: %.0f MB, bound %.2f ms\n", bytes / 1e6, bound);
+    for (int r = 0; r < nrows; r++) {
+      size_t rows = rowsv[r];
+      double t[20];
+      int reps = rows >= 128 ? 3 : 7;
+      for (int pass = 0; pass < 2; pass++) {
+        if (pass && rows > 64) break;
+        for (int i = -1; i < reps; i++) {
+          double t0 = now_ms();
+          for (int k = 0; k < nw; k++)
+            if (pass) kf_blas_linear(y, x, W[k], rows, KK[k], NN[k]);
+            else kf_linear(y, x, W[k], B[k], rows, KK[k], NN[k]);
+          if (i >= 0) t[i] = now_ms() - t0;
+        }
+        qsort(t, reps, sizeof(double), cmp);
+        printf("%s rows %4zu: median %7.2f ms best %7.2f  %3.0f%% of bound  %6.1f GF/s\n", pass ? "blas  " : "kforce", rows,
+               t[reps / 2], t[0], 100 * bound / t[reps / 2], flops * rows / t[reps / 2] / 1e6);
+      }
+    }
+  }
+  return 0;
+}

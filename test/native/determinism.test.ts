@@ -1,0 +1,106 @@
+// The determinism contract of backend.ts, bit for bit: a row's linear output does not depend on how many rows are
+// computed with it or where it sits; a query's attention output does not depend on the other queries; results do
+// not depend on the thread count.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { causalMask, maskOf, nat, rand32, Rng, sameBits, skip, staircase } from './helpers.ts';
+
+function linearRows(x: Float32Array, w: Float32Array, b: Float32Array | null, M: number, K: number, N: number) {
+  const out = new Float32Array(M * N);
+  nat().linear(out, x, w, b, M, K, N);
+  return out;
+}
+
+test('linear: rows computed alone, in any batch size, at any offset or permuted are bit-identical', { skip }, () => {
+  const rng = new Rng(11);
+  for (const [K, N] of [[768, 37], [100, 64], [31, 5]] as Array<[number, number]>) {
+    const total = 40;
+    const x = rand32(rng, total * K), w = rand32(rng, N * K, 0.05), b = rand32(rng, N);
+    const all = linearRows(x, w, b, total, K, N);
+    for (let M = 1; M <= 20; M++) {
+      for (const off of [0, 3, total - M]) {
+        const part = linearRows(x.subarray(off * K, (off + M) * K), w, b, M, K, N);
+        assert.ok(sameBits(part, all.subarray(off * N, (off + M) * N)), `K=${K} N=${N}: rows ${off}..${off + M} differ`);
+      }
+      // Permute the M rows: each output row must follow its input row exactly.
+      const perm = Array.from({ length: M }, (_, i) => i).sort(() => rng.uniform() - 0.5);
+      const px = new Float32Array(M * K);
+      perm.forEach((src, dst) => px.set(x.subarray(src * K, (src + 1) * K), dst * K));
+      const pout = linearRows(px, w, b, M, K, N);
+      perm.forEach((src, dst) => {
+        assert.ok(sameBits(pout.subarray(dst * N, (dst + 1) * N), all.subarray(src * N, (src + 1) * N)),
+          `K=${K} N=${N} M=${M}: permuted row ${src} differs`);
+      });
+    }
+  }
+});
+
+test('attention: a query alone (as in cached decoding) gives the bits it gets inside a batch', { skip }, () => {
+  const rng = new Rng(12);
+  for (const { mask, nq, H, Dh } of [
+    { mask: causalMask(45), nq: 45, H: 3, Dh: 16 },
+    { mask: staircase(12, 4), nq: 12 + 48, H: 2, Dh: 64 },
+    { mask: maskOf([[[0, 17], [20, 53]], [[2, 60]], [[0, 1]]]), nq: 3, H: 1, Dh: 24 },
+  ]) {
+    const W = H * Dh, nk = 60;
+    const q = rand32(rng, nq * W), k = rand32(rng, nk * W), v = rand32(rng, nk * W);
+    const out = new Float32Array(nq * W), lse = new Float32Array(nq * H);
+    const common = { nHeads: H, headDim: Dh, kStride: W, vStride: W, k, v, scale: 1 / Math.sqrt(Dh) };
+    nat().attention({ ...common, nq, q, qStride: W, out, outStride: W, lse, mask });
+    for (let i = 0; i < nq; i++) {
+      const ranges: Array<[number, number]> = [];
+      for (let r = mask.rowPtr[i]; r < mask.rowPtr[i + 1]; r++) ranges.push([mask.ranges[2 * r], mask.ranges[2 * r + 1]]);
+      const o1 = new Float32Array(W), l1 = new Float32Array(H);
+      nat().attention({ ...common, nq: 1, q: q.subarray(i * W, (i + 1) * W), qStride: W, out: o1, outStride: W, lse: l1,
+        mask: maskOf([ranges]) });
+      assert.ok(sameBits(o1, out.subarray(i * W, (i + 1) * W)), `query ${i}: output differs`);
+      assert.ok(sameBits(l1, lse.subarray(i * H, (i + 1) * H)), `query ${i}: lse differs`);
+      // The same key set split into more, adjacent ranges is the same set: same bits.
+      if (ranges.length === 1 && ranges[0][1] - ranges[0][0] > 3) {
+        const [s, e] = ranges[0], mid = s + 3;
+        const o2 = new Float32Array(W), l2 = new Float32Array(H);
+        nat().attention({ ...common, nq: 1, q: q.subarray(i * W, (i + 1) * W), qStride: W, out: o2, outStride: W,
+          lse: l2, mask: maskOf([[[s, mid], [mid, e]]]) });
+        assert.ok(sameBits(o2, o1), `query ${i}: split ranges change the output`);
+      }
+    }
+  }
+});
+
+test('results do not depend on the number of threads', { skip }, () => {
+  // Same computation in a child process pinned to one pool thread (KFORCE_THREADS=1) and in this one.
+  const code = `
+    import { loadNativeBackend } from './src/tensor/native.ts';
+    import { Rng } from './src/tensor/rng.ts';
+    import { createHash } from 'node:crypto';
+        const b = loadNativeBackend().backend;
+    const rng = new Rng(5);
+    const r = (n) => Float32Array.from({ length: n }, () => rng.normal(0, 1));
+    const M = 37, K = 200, N = 300;
+    const x = r(M * K), w = r(N * K), out = new Float32Array(M * N);
+    b.linear(out, x, w, null, M, K, N);
+    const T = 64, H = 4, Dh = 32, W = H * Dh;
+    const q = r(T * W), k = r(T * W), v = r(T * W), ao = new Float32Array(T * W), lse = new Float32Array(T * H);
+    const rowPtr = Int32Array.from({ length: T + 1 }, (_, i) => i);
+    const ranges = Int32Array.from({ length: 2 * T }, (_, i) => (i % 2 ? (i + 1) / 2 : 0));
+    b.attention({ nq: T, nHeads: H, headDim: Dh, q, qStride: W, k, kStride: W, v, vStride: W, out: ao, outStride: W,
+      lse, mask: { rowPtr, ranges }, scale: 0.2 });
+    const big = r(1 << 20);
+    const g = new Float32Array(big.length);
+    b.gelu(g, big, big.length, 'tanh');
+    const h = createHash('sha256');
+    for (const a of [out, ao, lse, g]) h.update(new Uint8Array(a.buffer));
+    h.update(String(b.sumSquares(big)));
+    process.stdout.write(h.digest('hex'));`;
+  const run = (env: Record<string, string>) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code],
+      { env: { ...process.env, ...env }, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  const one = run({ KFORCE_THREADS: '1' });
+  const two = run({ KFORCE_THREADS: '2' });
+  assert.match(one, /^[0-9a-f]{64}$/);
+  assert.equal(one, two);
+});
