@@ -438,6 +438,21 @@ static napi_value js_read_bandwidth(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// fmaPeak(ms) -> GFLOP/s of independent FMA chains on all pool threads for about ms milliseconds
+static napi_value js_fma_peak(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "fmaPeak", 1)) return NULL;
+  double ms = num(&c, 0, "ms");
+  if (c.failed) return NULL;
+  if (!(ms > 0 && ms <= 10000)) {
+    failf(&c, "ms must be in (0, 10000], got %g", ms);
+    return NULL;
+  }
+  napi_value r;
+  napi_create_double(env, kf_fma_peak(ms), &r);
+  return r;
+}
+
 // misalignment(buf) -> byte address of buf[0] modulo 64
 static napi_value js_misalignment(napi_env env, napi_callback_info info) {
   call c;
@@ -482,7 +497,7 @@ NAPI_MODULE_INIT() {
     {"layerNormBackward", js_layernorm_backward}, {"gelu", js_gelu}, {"geluBackward", js_gelu_backward},
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},
-    {"readBandwidth", js_read_bandwidth}, {"misalignment", js_misalignment}, {"info", js_info},
+    {"readBandwidth", js_read_bandwidth}, {"fmaPeak", js_fma_peak}, {"misalignment", js_misalignment}, {"info", js_info},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -16,52 +16,58 @@
 
 #define CH 16
 
-// Scores s[c] = scale * dot(q, k_c) for c < cnt (keys at kp[c]); same order as kf_dot16.
-static void chunk_dots(const float *q, const float *const *kp, int cnt, size_t Dh, float scale, float *s) {
+// Walks the allowed keys of query i in ascending order and hands them over in chunks of up to CH (by ordinal in the
+// key set). The callback gets the key indices of the chunk.
+typedef struct {
+  const int32_t *ranges;
+  int32_t r, r1, j, j1;
+} key_iter;
+
+static void keys_begin(key_iter *it, const kf_attn_args *a, size_t i) {
+  it->ranges = a->ranges;
+  it->r = a->rowPtr[i];
+  it->r1 = a->rowPtr[i + 1];
+  it->j = it->j1 = 0;
+}
+
+// Fills idx with up to CH next keys; returns how many (0 at the end).
+static inline int keys_next(key_iter *it, int32_t *idx) {
+  int cnt = 0;
+  while (cnt < CH) {
+    if (it->j >= it->j1) {
+      if (it->r >= it->r1) break;
+      it->j = it->ranges[2 * it->r];
+      it->j1 = it->ranges[2 * it->r + 1];
+      it->r++;
+      continue;
+    }
+    int take = it->j1 - it->j < CH - cnt ? it->j1 - it->j : CH - cnt;
+    for (int t = 0; t < take; t++) idx[cnt++] = it->j + t;
+    it->j += take;
+  }
+  return cnt;
+}
+
 #ifdef __AVX512F__
+// Lane c = dot(q, rows[c]) for c < cnt, in kf_dot16's order (lanes >= cnt are junk). rows[c] = base + idx[c]*stride.
+static inline __m512 chunk_dots(const float *q, const float *base, size_t stride, const int32_t *idx, int cnt,
+                                size_t Dh) {
   const float *p[CH];
-  for (int c = 0; c < CH; c++) p[c] = kp[c < cnt ? c : 0];
+#pragma GCC unroll 16
+  for (int c = 0; c < CH; c++) p[c] = base + (size_t)idx[c < cnt ? c : 0] * stride;
   __m512 acc[CH];
+#pragma GCC unroll 16
   for (int c = 0; c < CH; c++) acc[c] = _mm512_setzero_ps();
   for (size_t d = 0; d < Dh; d += 16) {
-    __mmask16 m = kf_tail_mask(Dh - d);
-    __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
+    const __mmask16 m = kf_tail_mask(Dh - d);
+    const __m512 qv = _mm512_maskz_loadu_ps(m, q + d);
+#pragma GCC unroll 16
     for (int c = 0; c < CH; c++) acc[c] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, p[c] + d), acc[c]);
   }
-  _mm512_storeu_ps(s, _mm512_mul_ps(kf_reduce(acc, CH), _mm512_set1_ps(scale)));
-#else
-  for (int c = 0; c < cnt; c++) s[c] = scale * kf_dot16(q, kp[c], Dh);
-#endif
+  return kf_reduce16(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8], acc[9], acc[10],
+                     acc[11], acc[12], acc[13], acc[14], acc[15]);
 }
-
-// e[c] = exp(x[c]) for c < cnt, 0 beyond.
-static void chunk_exp(const float *x, int cnt, float *e) {
-#ifdef __AVX512F__
-  __mmask16 m = kf_tail_mask((size_t)cnt);
-  _mm512_storeu_ps(e, _mm512_maskz_mov_ps(m, kf_exp512(_mm512_maskz_loadu_ps(m, x))));
-#else
-  for (int c = 0; c < CH; c++) e[c] = c < cnt ? expf(x[c]) : 0.0f;
 #endif
-}
-
-// o[d] = o[d] * alpha + sum_c p[c] * v_c[d], c ascending.
-static void chunk_axpy(float *o, float alpha, const float *p, const float *const *vp, int cnt, size_t Dh) {
-  size_t d = 0;
-#ifdef __AVX512F__
-  for (; d < Dh; d += 16) {
-    __mmask16 m = kf_tail_mask(Dh - d);
-    __m512 ov = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + d), _mm512_set1_ps(alpha));
-    for (int c = 0; c < cnt; c++) ov = _mm512_fmadd_ps(_mm512_set1_ps(p[c]), _mm512_maskz_loadu_ps(m, vp[c] + d), ov);
-    _mm512_mask_storeu_ps(o + d, m, ov);
-  }
-#else
-  for (; d < Dh; d++) {
-    float acc = o[d] * alpha;
-    for (int c = 0; c < cnt; c++) acc = fmaf(p[c], vp[c][d], acc);
-    o[d] = acc;
-  }
-#endif
-}
 
 typedef struct {
   const kf_attn_args *a;
@@ -71,40 +77,58 @@ typedef struct {
 static void attend_one(const kf_attn_args *a, size_t i, size_t h, float *o) {
   const size_t Dh = a->headDim;
   const float *q = a->q + i * a->qStride + h * Dh;
-  const float *kp[CH], *vp[CH];
-  float s[CH], p[CH], e[CH];
+  const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
+  int32_t idx[CH];
   float m = -INFINITY, l = 0.0f;
-  int cnt = 0;
   memset(o, 0, Dh * sizeof(float));
-  const int32_t r0 = a->rowPtr[i], r1 = a->rowPtr[i + 1];
-  for (int32_t r = r0; r <= r1; r++) {
-    int32_t j0 = 0, j1 = 0;
-    if (r < r1) { j0 = a->ranges[2 * r]; j1 = a->ranges[2 * r + 1]; }
-    for (int32_t j = j0; j < j1 || (r == r1 && cnt > 0); j++) {
-      if (r < r1) {
-        kp[cnt] = a->k + (size_t)j * a->kStride + h * Dh;
-        vp[cnt] = a->v + (size_t)j * a->vStride + h * Dh;
-        cnt++;
-        if (cnt < CH) continue;
-      }
-      // Flush a full chunk, or the final partial one.
-      chunk_dots(q, kp, cnt, Dh, a->scale, s);
-      float mc = m;
-      for (int c = 0; c < cnt; c++) mc = s[c] > mc ? s[c] : mc;
-      if (mc != -INFINITY) {
-        for (int c = 0; c < cnt; c++) p[c] = s[c] - mc;
-        for (int c = cnt; c < CH; c++) p[c] = 0.0f;
-        chunk_exp(p, cnt, e);
-        float alpha = m == -INFINITY ? 0.0f : expf(m - mc);
-        float sum = 0.0f;
-        for (int c = 0; c < cnt; c++) sum += e[c];
-        l = l * alpha + sum;
-        chunk_axpy(o, alpha, e, vp, cnt, Dh);
-        m = mc;
-      }
-      cnt = 0;
-      if (r == r1) break;
+  key_iter it;
+  keys_begin(&it, a, i);
+  int cnt;
+  while ((cnt = keys_next(&it, idx)) > 0) {
+#ifdef __AVX512F__
+    const __mmask16 cm = kf_tail_mask((size_t)cnt);
+    const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), cm,
+                                        _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, cnt, Dh),
+                                                      _mm512_set1_ps(a->scale)));
+    const float smax = _mm512_reduce_max_ps(s);
+    const float mc = smax > m ? smax : m;
+    if (mc == -INFINITY) continue;
+    const __m512 e = _mm512_maskz_mov_ps(cm, kf_exp512(_mm512_sub_ps(s, _mm512_set1_ps(mc))));
+    const float alpha = m == -INFINITY ? 0.0f : expf(m - mc);
+    l = l * alpha + _mm512_reduce_add_ps(e);
+    float ev[CH];
+    _mm512_storeu_ps(ev, e);
+    const float *vp[CH];
+    for (int c = 0; c < cnt; c++) vp[c] = vb + (size_t)idx[c] * a->vStride;
+    for (size_t d = 0; d < Dh; d += 16) {
+      const __mmask16 dm = kf_tail_mask(Dh - d);
+      __m512 ov = _mm512_mul_ps(_mm512_maskz_loadu_ps(dm, o + d), _mm512_set1_ps(alpha));
+      for (int c = 0; c < cnt; c++) ov = _mm512_fmadd_ps(_mm512_set1_ps(ev[c]), _mm512_maskz_loadu_ps(dm, vp[c] + d), ov);
+      _mm512_mask_storeu_ps(o + d, dm, ov);
     }
+    m = mc;
+#else
+    float s[CH], e[CH];
+    float mc = m;
+    for (int c = 0; c < cnt; c++) {
+      s[c] = a->scale * kf_dot16(q, kb + (size_t)idx[c] * a->kStride, Dh);
+      mc = s[c] > mc ? s[c] : mc;
+    }
+    if (mc == -INFINITY) continue;
+    const float alpha = m == -INFINITY ? 0.0f : expf(m - mc);
+    float sum = 0.0f;
+    for (int c = 0; c < cnt; c++) {
+      e[c] = expf(s[c] - mc);
+      sum += e[c];
+    }
+    l = l * alpha + sum;
+    for (size_t d = 0; d < Dh; d++) {
+      float acc = o[d] * alpha;
+      for (int c = 0; c < cnt; c++) acc = fmaf(e[c], vb[(size_t)idx[c] * a->vStride + d], acc);
+      o[d] = acc;
+    }
+    m = mc;
+#endif
   }
   float *out = a->out + i * a->outStride + h * Dh;
   if (l > 0.0f) {
@@ -123,7 +147,7 @@ static void fwd_task(void *p, int tid, int nt) {
   const int64_t H = (int64_t)a->nHeads;
   const size_t items = a->nq * a->nHeads;
   // Item t = (query t / H, head t % H) costs keys(query) + 1 (so empty queries still count). Items are laid out
-  // on a line by cumulative cost; a thread takes the items that start inside its equal share of that line.
+  // on a line by cumulative cost; a task takes the items that start inside its equal share of that line.
   const int64_t total = H * (j->cost[a->nq] + (int64_t)a->nq);
   const int64_t lo = total * tid / nt, hi = total * (tid + 1) / nt;
   size_t qlo = 0, qhi = a->nq;
@@ -132,7 +156,7 @@ static void fwd_task(void *p, int tid, int nt) {
     if (H * (j->cost[mid + 1] + (int64_t)mid + 1) <= lo) qlo = mid + 1;
     else qhi = mid;
   }
-  float *o = malloc(a->headDim * sizeof(float) + 64);
+  float *o = aligned_alloc(64, (a->headDim * sizeof(float) + 63) / 64 * 64 + 64);
   if (!o) abort();
   for (size_t t = qlo * a->nHeads; t < items; t++) {
     size_t i = t / a->nHeads, h = t % a->nHeads;
@@ -160,16 +184,172 @@ void kf_attention(const kf_attn_args *a) {
 }
 
 // ---- backward ---------------------------------------------------------------------------------------------------
+// Per (query, key): p = exp(s - lse), dp = dout . v, ds = p (dp - D) scale with D = dout . out;
+// dv += p dout, dk += ds q, dq += ds k. Each thread takes whole heads, so no two threads write the same element,
+// and each head runs in one fixed order.
 typedef struct {
   const kf_attn_args *a;
   atomic_size_t next_head;
+  // Key-chunk-major work list (AVX-512 path): entry e = (query, 16-bit mask of the keys of aligned key chunk c that
+  // the query sees), grouped by chunk: entries of chunk c are [chunk_ptr[c], chunk_ptr[c+1]), queries ascending.
+  const int32_t *chunk_ptr, *ent_query;
+  const uint16_t *ent_mask;
+  size_t nchunks;
 } bwd_job;
+
+#ifdef __AVX512F__
+// One head, walked key chunk by key chunk: the chunk's dk/dv accumulate in a small L1-resident buffer over all the
+// queries that see it and are written back once, and dq is updated once per (query, chunk), instead of
+// read-modify-writing strided dk/dv rows for every (query, key) pair.
+static void backward_head_chunks(const bwd_job *j, size_t h, float *scratch) {
+  const kf_attn_args *a = j->a;
+  const size_t Dh = a->headDim, Dp = (Dh + 15) / 16 * 16;
+  const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
+  float *dkb = a->dk + h * Dh, *dvb = a->dv + h * Dh;
+  float *Dq = scratch;              // [nq] dout . out per query
+  float *dkl = Dq + (a->nq + 15) / 16 * 16;  // [CH][Dp]
+  float *dvl = dkl + CH * Dp;       // [CH][Dp]
+  for (size_t i = 0; i < a->nq; i++)
+    Dq[i] = kf_dot16(a->dout + i * a->outStride + h * Dh, a->out + i * a->outStride + h * Dh, Dh);
+  int32_t idx[CH];
+  for (size_t c = 0; c < j->nchunks; c++) {
+    const int32_t e0 = j->chunk_ptr[c], e1 = j->chunk_ptr[c + 1];
+    if (e0 == e1) continue;
+    // Keys of the chunk that no query sees may lie past the end of k/v: point them at one that some query sees.
+    uint32_t any = 0;
+    for (int32_t e = e0; e < e1; e++) any |= j->ent_mask[e];
+    const int32_t first = (int32_t)(c * CH) + __builtin_ctz(any);
+    for (int t = 0; t < CH; t++) idx[t] = (any >> t) & 1u ? (int32_t)(c * CH) + t : first;
+    memset(dkl, 0, 2 * CH * Dp * sizeof(float));
+    for (int32_t e = e0; e < e1; e++) {
+      const size_t i = (size_t)j->ent_query[e];
+      const float lse = a->lse[i * a->nHeads + h];
+      if (lse == -INFINITY) continue;
+      const __mmask16 km = j->ent_mask[e];
+      const float *q = a->q + i * a->qStride + h * Dh;
+      const float *go = a->dout + i * a->outStride + h * Dh;
+      const __m512 s = _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, CH, Dh), _mm512_set1_ps(a->scale));
+      const __m512 dp = chunk_dots(go, vb, a->vStride, idx, CH, Dh);
+      const __m512 p = _mm512_maskz_mov_ps(km, kf_exp512(_mm512_sub_ps(s, _mm512_set1_ps(lse))));
+      const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(p, _mm512_sub_ps(dp, _mm512_set1_ps(Dq[i]))),
+                                      _mm512_set1_ps(a->scale));
+      float pv[CH], dsv[CH];
+      _mm512_storeu_ps(pv, p);
+      _mm512_storeu_ps(dsv, ds);
+      float *dq = a->dq + i * a->qStride + h * Dh;
+      for (size_t d = 0; d < Dh; d += 16) {
+        const __mmask16 dm = kf_tail_mask(Dh - d);
+        const __m512 qv = _mm512_maskz_loadu_ps(dm, q + d), gv = _mm512_maskz_loadu_ps(dm, go + d);
+        __m512 dqv = _mm512_maskz_loadu_ps(dm, dq + d);
+        for (uint32_t bits = km; bits; bits &= bits - 1) {
+          const int t = __builtin_ctz(bits);
+          const __m512 pc = _mm512_set1_ps(pv[t]), dc = _mm512_set1_ps(dsv[t]);
+          float *dvp = dvl + t * Dp + d, *dkp = dkl + t * Dp + d;
+          _mm512_store_ps(dvp, _mm512_fmadd_ps(pc, gv, _mm512_load_ps(dvp)));
+          _mm512_store_ps(dkp, _mm512_fmadd_ps(dc, qv, _mm512_load_ps(dkp)));
+          dqv = _mm512_fmadd_ps(dc, _mm512_maskz_loadu_ps(dm, kb + (size_t)idx[t] * a->kStride + d), dqv);
+        }
+        _mm512_mask_storeu_ps(dq + d, dm, dqv);
+      }
+    }
+    for (int t = 0; t < CH; t++) {
+      if (!((any >> t) & 1u)) continue;
+      float *dk = dkb + (size_t)idx[t] * a->kStride, *dv = dvb + (size_t)idx[t] * a->vStride;
+      for (size_t d = 0; d < Dh; d += 16) {
+        const __mmask16 dm = kf_tail_mask(Dh - d);
+        _mm512_mask_storeu_ps(dk + d, dm, _mm512_add_ps(_mm512_maskz_loadu_ps(dm, dk + d), _mm512_load_ps(dkl + t * Dp + d)));
+        _mm512_mask_storeu_ps(dv + d, dm, _mm512_add_ps(_mm512_maskz_loadu_ps(dm, dv + d), _mm512_load_ps(dvl + t * Dp + d)));
+      }
+    }
+  }
+}
+
+static void bwd_task(void *p, int tid, int nt) {
+  (void)tid;
+  (void)nt;
+  bwd_job *j = p;
+  const size_t Dp = (j->a->headDim + 15) / 16 * 16;
+  float *scratch = aligned_alloc(64, ((j->a->nq + 15) / 16 * 16 + 2 * CH * Dp) * sizeof(float));
+  if (!scratch) abort();
+  for (;;) {
+    size_t h = atomic_fetch_add(&j->next_head, 1);
+    if (h >= j->a->nHeads) break;
+    backward_head_chunks(j, h, scratch);
+  }
+  free(scratch);
+}
+
+void kf_attention_backward(const kf_attn_args *a) {
+  bwd_job j;
+  memset(&j, 0, sizeof j);
+  j.a = a;
+  atomic_init(&j.next_head, 0);
+  // Build the chunk-major work list: count entries per chunk, then fill (queries ascending within a chunk).
+  int32_t maxkey = 0;
+  int64_t pairs = 0;
+  for (size_t i = 0; i < a->nq; i++)
+    for (int32_t r = a->rowPtr[i]; r < a->rowPtr[i + 1]; r++) {
+      if (a->ranges[2 * r + 1] > maxkey) maxkey = a->ranges[2 * r + 1];
+      pairs += a->ranges[2 * r + 1] - a->ranges[2 * r];
+    }
+  const size_t nchunks = ((size_t)maxkey + CH - 1) / CH;
+  int32_t *chunk_ptr = calloc(nchunks + 2, sizeof(int32_t));
+  if (!chunk_ptr) abort();
+  // Pass 1: count (query, chunk) pairs; a query's ranges are ascending, so a chunk repeats only consecutively.
+  for (size_t i = 0; i < a->nq; i++) {
+    int64_t last = -1;
+    for (int32_t r = a->rowPtr[i]; r < a->rowPtr[i + 1]; r++) {
+      const int32_t s0 = a->ranges[2 * r], s1 = a->ranges[2 * r + 1];
+      if (s1 <= s0) continue;
+      for (int64_t c = s0 / CH; c <= (s1 - 1) / CH; c++)
+        if (c != last) { chunk_ptr[c + 1]++; last = c; }
+    }
+  }
+  for (size_t c = 0; c < nchunks; c++) chunk_ptr[c + 1] += chunk_ptr[c];
+  const size_t nent = (size_t)chunk_ptr[nchunks];
+  int32_t *ent_query = malloc((nent + 1) * sizeof(int32_t)), *fillp = malloc((nchunks + 1) * sizeof(int32_t));
+  uint16_t *ent_mask = calloc(nent + 1, sizeof(uint16_t));
+  if (!ent_query || !ent_mask || !fillp) abort();
+  memcpy(fillp, chunk_ptr, (nchunks + 1) * sizeof(int32_t));
+  for (size_t i = 0; i < a->nq; i++) {
+    int64_t last = -1;
+    for (int32_t r = a->rowPtr[i]; r < a->rowPtr[i + 1]; r++) {
+      const int32_t s0 = a->ranges[2 * r], s1 = a->ranges[2 * r + 1];
+      for (int32_t k = s0; k < s1;) {
+        const int64_t c = k / CH;
+        const int32_t end = (int32_t)((c + 1) * CH) < s1 ? (int32_t)((c + 1) * CH) : s1;
+        const uint32_t bits = (uint32_t)(((1u << (end - k)) - 1u) << (k - c * CH)) & 0xFFFFu;
+        if (c != last) {
+          ent_query[fillp[c]] = (int32_t)i;
+          ent_mask[fillp[c]] = (uint16_t)bits;
+          fillp[c]++;
+          last = c;
+        } else {
+          ent_mask[fillp[c] - 1] |= (uint16_t)bits;
+        }
+        k = end;
+      }
+    }
+  }
+  j.chunk_ptr = chunk_ptr;
+  j.ent_query = ent_query;
+  j.ent_mask = ent_mask;
+  j.nchunks = nchunks;
+  double work = (double)pairs * (double)a->nHeads * (double)a->headDim;
+  kf_parallel(bwd_task, &j, work >= 65536 && a->nHeads > 1 ? KF_THREADS : 1);
+  free(chunk_ptr);
+  free(ent_query);
+  free(ent_mask);
+  free(fillp);
+}
+
+#else // portable path: query-major, one head per thread at a time
 
 static void backward_head(const kf_attn_args *a, size_t h, float *dqi) {
   const size_t Dh = a->headDim;
-  const float *kp[CH], *vp[CH];
-  float *dkp[CH], *dvp[CH];
-  float s[CH], dp[CH], p[CH], x[CH];
+  const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
+  float *dkb = a->dk + h * Dh, *dvb = a->dv + h * Dh;
+  int32_t idx[CH];
   for (size_t i = 0; i < a->nq; i++) {
     const float lse = a->lse[i * a->nHeads + h];
     if (lse == -INFINITY) continue;
@@ -178,43 +358,33 @@ static void backward_head(const kf_attn_args *a, size_t h, float *dqi) {
     const float *out = a->out + i * a->outStride + h * Dh;
     const float Di = kf_dot16(go, out, Dh);
     memset(dqi, 0, Dh * sizeof(float));
-    const int32_t r0 = a->rowPtr[i], r1 = a->rowPtr[i + 1];
-    int cnt = 0;
-    for (int32_t r = r0; r <= r1; r++) {
-      int32_t j0 = 0, j1 = 0;
-      if (r < r1) { j0 = a->ranges[2 * r]; j1 = a->ranges[2 * r + 1]; }
-      for (int32_t j = j0; j < j1 || (r == r1 && cnt > 0); j++) {
-        if (r < r1) {
-          kp[cnt] = a->k + (size_t)j * a->kStride + h * Dh;
-          vp[cnt] = a->v + (size_t)j * a->vStride + h * Dh;
-          dkp[cnt] = a->dk + (size_t)j * a->kStride + h * Dh;
-          dvp[cnt] = a->dv + (size_t)j * a->vStride + h * Dh;
-          cnt++;
-          if (cnt < CH) continue;
+    key_iter it;
+    keys_begin(&it, a, i);
+    int cnt;
+    while ((cnt = keys_next(&it, idx)) > 0) {
+      float pv[CH], dsv[CH];
+      for (int c = 0; c < cnt; c++) {
+        const float s = a->scale * kf_dot16(q, kb + (size_t)idx[c] * a->kStride, Dh);
+        const float dp = kf_dot16(go, vb + (size_t)idx[c] * a->vStride, Dh);
+        pv[c] = expf(s - lse);
+        dsv[c] = pv[c] * (dp - Di) * a->scale;
+      }
+      for (int c = 0; c < cnt; c++) {
+        const size_t kj = (size_t)idx[c] * a->kStride, vj = (size_t)idx[c] * a->vStride;
+        const float *kc = kb + kj;
+        float *dk = dkb + kj, *dv = dvb + vj;
+        for (size_t d = 0; d < Dh; d++) {
+          dv[d] += pv[c] * go[d];
+          dk[d] += dsv[c] * q[d];
+          dqi[d] += dsv[c] * kc[d];
         }
-        chunk_dots(q, kp, cnt, Dh, a->scale, s);
-        chunk_dots(go, vp, cnt, Dh, 1.0f, dp);
-        for (int c = 0; c < CH; c++) x[c] = c < cnt ? s[c] - lse : 0.0f;
-        chunk_exp(x, cnt, p);
-        for (int c = 0; c < cnt; c++) {
-          const float ds = p[c] * (dp[c] - Di) * a->scale;
-          float *dk = dkp[c], *dv = dvp[c];
-          const float *kc = kp[c];
-          const float pc = p[c];
-          for (size_t d = 0; d < Dh; d++) {
-            dv[d] += pc * go[d];
-            dk[d] += ds * q[d];
-            dqi[d] += ds * kc[d];
-          }
-        }
-        cnt = 0;
-        if (r == r1) break;
       }
     }
     float *dq = a->dq + i * a->qStride + h * Dh;
     for (size_t d = 0; d < Dh; d++) dq[d] += dqi[d];
   }
 }
+
 
 static void bwd_task(void *p, int tid, int nt) {
   (void)tid;
@@ -232,6 +402,7 @@ static void bwd_task(void *p, int tid, int nt) {
 
 void kf_attention_backward(const kf_attn_args *a) {
   bwd_job j;
+  memset(&j, 0, sizeof j);
   j.a = a;
   atomic_init(&j.next_head, 0);
   int64_t pairs = 0;
@@ -240,3 +411,4 @@ void kf_attention_backward(const kf_attn_args *a) {
   double work = (double)pairs * (double)a->nHeads * (double)a->headDim;
   kf_parallel(bwd_task, &j, work >= 65536 && a->nHeads > 1 ? KF_THREADS : 1);
 }
+#endif

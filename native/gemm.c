@@ -1,5 +1,6 @@
 // Generic GEMM for backward passes: OpenBLAS when present, else a blocked portable loop on the pool.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "kf.h"
 
@@ -11,7 +12,9 @@ static char blas_name[160];
 
 void kf_blas_init(void) {
 #ifndef KF_NO_BLAS
-  openblas_set_num_threads(KF_THREADS);
+  // KFORCE_THREADS=1 (measurements) keeps OpenBLAS on one thread as well.
+  const char *t = getenv("KFORCE_THREADS");
+  openblas_set_num_threads(t && strcmp(t, "1") == 0 ? 1 : KF_THREADS);
   const char *cfg = openblas_get_config();
   // The config string starts with "OpenBLAS 0.3.21 ..." followed by build flags; keep name and version.
   char name[64] = "OpenBLAS", ver[32] = "";

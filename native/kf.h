@@ -16,6 +16,8 @@ void kf_parallel(kf_task_fn fn, void *arg, int want_threads);
 
 // ---- linear (linear.c) ----------------------------------------------------------------------------------------
 void kf_linear(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N);
+// Sets a tuning knob of kf_linear by name (pf_bytes, block_few, block_many, kc, mb, stream); 0 if unknown.
+int kf_linear_knob(const char *name, long value);
 
 // ---- gemm (gemm.c) -------------------------------------------------------------------------------------------
 void kf_gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *a, const float *b,
@@ -65,6 +67,7 @@ typedef struct {
 void kf_adamw(float *p, const float *g, float *m, float *v, const uint8_t *decayMask, size_t n,
               const kf_adamw_opts *o);
 double kf_read_bandwidth(const float *buf, size_t n, int reps);
+double kf_fma_peak(double ms);
 
 // ---- shared numeric helpers (mathx.c) ---------------------------------------------------------------------------
 // Dot product with the one fixed summation order used everywhere a row-invariant result is needed: 16 lane

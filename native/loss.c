@@ -228,3 +228,56 @@ double kf_read_bandwidth(const float *buf, size_t n, int reps) {
   }
   return best;
 }
+
+// ---- FMA peak probe -------------------------------------------------------------------------------------------------
+// Independent FMA chains on every pool thread for about `ms` milliseconds; returns GFLOP/s for the whole pool, so the
+// benchmarks can state efficiency against this machine's measured peak (which also reflects any co-tenant load).
+typedef struct {
+  double ms;
+  double iters[KF_THREADS];
+  float sink[KF_THREADS];
+} fp_job;
+
+#define FP_CHAINS 12
+static void fp_task(void *p, int tid, int nt) {
+  fp_job *j = p;
+  double t0 = now_s(), iters = 0;
+#ifdef __AVX512F__
+  __m512 a[FP_CHAINS];
+  for (int c = 0; c < FP_CHAINS; c++) a[c] = _mm512_set1_ps(0.001f * (float)(c + tid));
+  const __m512 b = _mm512_set1_ps(0.9999f), d = _mm512_set1_ps(1e-4f);
+  do {
+    for (int i = 0; i < 4096; i++)
+#pragma GCC unroll 12
+      for (int c = 0; c < FP_CHAINS; c++) a[c] = _mm512_fmadd_ps(a[c], b, d);
+    iters += 4096.0 * FP_CHAINS * 16;
+  } while (now_s() - t0 < j->ms * 1e-3);
+  __m512 s = a[0];
+  for (int c = 1; c < FP_CHAINS; c++) s = _mm512_add_ps(s, a[c]);
+  j->sink[nt == 1 ? 0 : tid] = _mm512_reduce_add_ps(s);
+#else
+  float a[FP_CHAINS][16];
+  for (int c = 0; c < FP_CHAINS; c++)
+    for (int l = 0; l < 16; l++) a[c][l] = 0.001f * (float)(c + tid + l);
+  do {
+    for (int i = 0; i < 4096; i++)
+      for (int c = 0; c < FP_CHAINS; c++)
+        for (int l = 0; l < 16; l++) a[c][l] = fmaf(a[c][l], 0.9999f, 1e-4f);
+    iters += 4096.0 * FP_CHAINS * 16;
+  } while (now_s() - t0 < j->ms * 1e-3);
+  j->sink[nt == 1 ? 0 : tid] = a[0][0] + a[FP_CHAINS - 1][15];
+#endif
+  j->iters[nt == 1 ? 0 : tid] += iters;
+}
+
+double kf_fma_peak(double ms) {
+  fp_job j;
+  memset(&j, 0, sizeof j);
+  j.ms = ms;
+  double t0 = now_s();
+  kf_parallel(fp_task, &j, KF_THREADS);
+  double dt = now_s() - t0, total = 0;
+  for (int i = 0; i < KF_THREADS; i++) total += j.iters[i];
+  kf_bw_sink = j.sink[0];
+  return 2.0 * total / dt / 1e9;
+}

@@ -1,6 +1,11 @@
-// A minimal persistent pool: the calling (JS) thread plus KF_THREADS-1 workers. Workers spin briefly after each job
-// (decode issues ~100 small kernels per token, and a futex wake costs tens of microseconds) and then sleep on a
-// condition variable, so that an idle worker does not compete with OpenBLAS's own threads on a 2-core machine.
+// A minimal persistent pool: the calling (JS) thread plus KF_THREADS-1 workers.
+//
+// A job is KF_THREADS tasks (fn(arg, t, KF_THREADS) for t = 0..KF_THREADS-1) that any thread may claim. The caller
+// claims tasks too, and when it runs out it closes the job and waits only for tasks already started: on a busy
+// machine (these are shared 2-vCPU hosts) a worker that has not been scheduled yet is simply not waited for.
+// Workers spin briefly after each job (decode issues ~100 small kernels per token and a futex wake costs tens of
+// microseconds), then sleep on a condition variable so that an idle worker does not compete with OpenBLAS's own
+// threads for the second core.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -22,14 +27,16 @@
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER; // held by the thread that owns the pool for one job
-static atomic_uint job_gen;
-static atomic_uint done_count;
+static atomic_uint job_gen;    // bumped for every job
+static atomic_int job_open;    // 1 while tasks of the current job may still be claimed
+static atomic_int job_active;  // workers inside the current job
+static atomic_int next_task;
 static atomic_int sleepers;
 static kf_task_fn job_fn;
 static void *job_arg;
 static int started = 0, start_failed = 0;
-static int single = -1; // KFORCE_THREADS=1 runs everything on the calling thread (for measurements)
 static uint64_t spin_ns = 100000;
+static int single = -1; // KFORCE_THREADS=1 runs everything on the calling thread (for measurements)
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -37,8 +44,13 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+static void run_tasks(void) {
+  int t;
+  while ((t = atomic_fetch_add(&next_task, 1)) < KF_THREADS) job_fn(job_arg, t, KF_THREADS);
+}
+
 static void *worker_main(void *p) {
-  int tid = (int)(intptr_t)p;
+  (void)p;
   unsigned seen = 0;
   for (;;) {
     unsigned g = atomic_load_explicit(&job_gen, memory_order_acquire);
@@ -58,8 +70,11 @@ static void *worker_main(void *p) {
       }
     }
     seen = g;
-    job_fn(job_arg, tid, KF_THREADS);
-    atomic_fetch_add_explicit(&done_count, 1, memory_order_release);
+    // Join, then check the job is still open (seq_cst on both sides: either the caller sees us in job_active when
+    // it closes, or we see the job closed and leave). job_fn/job_arg are stable while job_active > 0.
+    atomic_fetch_add(&job_active, 1);
+    if (atomic_load(&job_open)) run_tasks();
+    atomic_fetch_sub(&job_active, 1);
   }
   return NULL;
 }
@@ -74,10 +89,10 @@ static int ensure_started(void) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&t, &attr, worker_main, (void *)(intptr_t)(i + 1));
+    int rc = pthread_create(&t, &attr, worker_main, NULL);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
-      // Workers already created stay idle forever; the pool then runs everything on the calling thread.
+      // Workers already created only ever join open jobs, so the pool stays correct; just run on the caller.
       start_failed = 1;
       return 0;
     }
@@ -102,18 +117,20 @@ void kf_parallel(kf_task_fn fn, void *arg, int want_threads) {
   }
   job_fn = fn;
   job_arg = arg;
-  atomic_store(&done_count, 0);
-  atomic_fetch_add(&job_gen, 1); // seq_cst: pairs with the sleepers/job_gen checks in worker_main
+  atomic_store(&next_task, 0);
+  atomic_store(&job_open, 1);
+  atomic_fetch_add(&job_gen, 1);
   if (atomic_load(&sleepers) > 0) {
     pthread_mutex_lock(&mu);
     pthread_cond_broadcast(&cv);
     pthread_mutex_unlock(&mu);
   }
-  fn(arg, 0, KF_THREADS);
+  run_tasks();
+  atomic_store(&job_open, 0);
   unsigned spins = 0;
-  while (atomic_load_explicit(&done_count, memory_order_acquire) != NWORK) {
+  while (atomic_load(&job_active) > 0) {
     cpu_relax();
-    if (++spins > (1u << 20)) sched_yield();
+    if (++spins > 4096) sched_yield();
   }
   pthread_mutex_unlock(&busy);
 }

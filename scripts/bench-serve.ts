@@ -7,13 +7,13 @@
 //   npm run bench:serve -- [--duration 20] [--warmup 3] [--clients 1,8,64] [--prompt-tokens 8] [--max-tokens 64]
 //                          [--k 4] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--json]
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { predictSpeedup, type MachineRates } from '../src/eval/roofline.ts';
 import type { ModelConfig } from '../src/model/types.ts';
-import { measureMachineRates } from '../src/serve/rates.ts';
+import { measureDecodeRates } from '../src/eval/machine-rates.ts';
+import { loadModelSet, modelFiles } from '../src/eval/model-set.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SMALL_DIR = path.join(ROOT, 'models', 'small');
@@ -323,22 +323,28 @@ interface ModelSpec {
   pflm: string[];
 }
 
-function modelSpecs(a: Args): ModelSpec[] {
+async function modelSpecs(a: Args): Promise<ModelSpec[]> {
   const cfg = randomConfig(a.config, a.k);
   const arch = ['--blocks', cfg.nBlocks, '--hidden', cfg.hiddenSize, '--heads', cfg.nHeads, '--vocab', cfg.vocabSize].map(String);
   const common = ['--max-batch', String(Math.max(...a.clients)), '--max-queue', String(Math.max(...a.clients)),
-    '--max-tokens', String(a.maxTokens), '--no-eos'];
+    '--max-tokens', String(a.maxTokens), '--max-context', String(a.promptTokens + a.maxTokens), '--no-eos'];
   const specs: ModelSpec[] = [{
     name: `random-${a.config}`,
     ar: ['--random', 'ar', ...arch, '--seed', String(a.seed), ...common],
     pflm: ['--random', 'pflm', '--max-k', String(a.k), ...arch, '--seed', String(a.seed), '--k', String(a.k), ...common],
   }];
-  const arFile = ['ar.safetensors', 'ar.kfm', 'teacher.safetensors'].map((f) => path.join(SMALL_DIR, f)).find((f) => fs.existsSync(f));
-  const pfFile = [`pflm-k${a.k}.safetensors`, 'pflm.safetensors', `pflm-k${a.k}.kfm`].map((f) => path.join(SMALL_DIR, f)).find((f) => fs.existsSync(f));
-  if (a.small === 'yes' && !(arFile && pfFile)) throw new Error(`bench-serve: --small yes but ${SMALL_DIR} has no AR and PFLM model files`);
-  if (a.small !== 'no' && arFile && pfFile) {
-    specs.push({ name: 'small', ar: ['--model', arFile, ...common], pflm: ['--model', pfFile, '--k', String(a.k), ...common] });
+  if (a.small === 'no' || modelFiles(SMALL_DIR).length === 0) {
+    if (a.small === 'yes') throw new Error(`bench-serve: --small yes but ${SMALL_DIR} holds no .safetensors models`);
+    return specs;
   }
+  // The bundled teacher and the PFLM stage with the smallest maxK that still allows k.
+  const set = await loadModelSet(SMALL_DIR);
+  const pi = set.pflms.findIndex((m) => m.config.maxK >= a.k);
+  if (!set.teacherFile || pi < 0) {
+    if (a.small === 'yes') throw new Error(`bench-serve: ${SMALL_DIR} lacks an AR teacher or a PFLM with maxK >= ${a.k}`);
+    return specs;
+  }
+  specs.push({ name: 'small', ar: ['--model', set.teacherFile, ...common], pflm: ['--model', set.pflmFiles[pi], '--k', String(a.k), ...common] });
   return specs;
 }
 
@@ -352,11 +358,14 @@ async function main(): Promise<void> {
     (a.json ? process.stderr : process.stdout).write(s + '\n');
   };
   log(`bench-serve: ${a.clients.join('/')} clients, ${a.warmup} s warm-up + ${a.duration} s per level, prompts ${a.promptTokens} tokens, max_tokens ${a.maxTokens}, PFLM k = ${a.k}`);
-  const rates: MachineRates = measureMachineRates();
-  log(`machine (measured now): weight streaming ${(rates.bandwidth / 1e9).toFixed(1)} GB/s, matmul ${(rates.flops / 1e9).toFixed(1)} GFLOP/s`);
+  const specs = await modelSpecs(a);
+  // Measured here, before any server starts, so the servers' compute does not disturb it. A buffer smaller than
+  // 256 MiB is replaced by one that size, so the DRAM rate is what is measured, not a cache.
+  const rates: MachineRates = measureDecodeRates(new Float32Array(1), randomConfig(a.config, a.k).hiddenSize);
+  log(`machine (measured now): DRAM read ${(rates.bandwidth / 1e9).toFixed(1)} GB/s, matmul ${(rates.flops / 1e9).toFixed(1)} GFLOP/s`);
   const results: LevelResult[] = [];
   const ratios: Array<{ modelName: string; clients: number; ratio: number; predicted: number; withinTarget: boolean; target: string }> = [];
-  for (const spec of modelSpecs(a)) {
+  for (const spec of specs) {
     const byKind: Record<string, LevelResult[]> = { ar: [], pflm: [] };
     let config: ModelConfig | null = null;
     for (const kind of ['ar', 'pflm'] as const) {

@@ -37,7 +37,7 @@ function findNodeDir() {
 }
 
 function build(nodeGyp, nodeDir, blas) {
-  const args = [nodeGyp, 'rebuild', `--nodedir=${nodeDir}`, '--jobs=2'];
+  const args = [nodeGyp, 'rebuild', `--nodedir=${nodeDir}`, '--jobs=2', '--loglevel=warn'];
   if (!blas) args.push('--', '-Dkf_blas=0');
   console.log(`[kforce] building native kernels (${blas ? 'OpenBLAS if pkg-config finds it' : 'portable C, no BLAS'})`);
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit', env: { ...process.env } });

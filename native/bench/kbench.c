@@ -7,9 +7,13 @@
 #include <time.h>
 #include "../kf.h"
 
+// KB_CPUTIME=1 times with the calling thread's CPU clock: with KFORCE_THREADS=1 that measures the kernel itself,
+// unaffected by other processes taking the core (shared machines).
+static int use_cputime = -1;
 static double now_ms(void) {
   struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
+  if (use_cputime < 0) use_cputime = getenv("KB_CPUTIME") && !strcmp(getenv("KB_CPUTIME"), "1");
+  clock_gettime(use_cputime ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
   return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 static int cmp(const void *a, const void *b) {
@@ -24,8 +28,81 @@ static float *fill(size_t n, unsigned seed) {
 }
 typedef struct { size_t N, K; int bias, count; } mat;
 
+// kbench ab M K N knob v1,v2,...: alternates the knob values rep after rep and reports each one's best and median.
+static int ab(int argc, char **argv) {
+  if (argc < 7) return fprintf(stderr, "usage: kbench ab M K N knob v1,v2,...\n"), 2;
+  size_t M = atoi(argv[2]), K = atoi(argv[3]), N = atoi(argv[4]);
+  long vals[16];
+  int nv = 0;
+  for (char *p = strtok(argv[6], ","); p && nv < 16; p = strtok(NULL, ",")) vals[nv++] = atol(p);
+  float *x = fill(M * K, 2), *w = fill(N * K, 3), *o = fill(M * N, 4);
+  double fl = 2.0 * M * K * N;
+  int reps = fl > 1e9 ? 30 : fl > 1e8 ? 100 : 400;
+  static double t[16][400];
+  for (int r = -2; r < reps; r++)
+    for (int v = 0; v < nv; v++) {
+      if (!kf_linear_knob(argv[5], vals[v])) return fprintf(stderr, "unknown knob %s\n", argv[5]), 2;
+      double t0 = now_ms();
+      kf_linear(o, x, w, NULL, M, K, N);
+      if (r >= 0) t[v][r] = now_ms() - t0;
+    }
+  for (int v = 0; v < nv; v++) {
+    qsort(t[v], reps, sizeof(double), cmp);
+    printf("[%zu,%zu]x[%zu,%zu] %s=%ld: best %.1f GF/s  median %.1f GF/s\n", M, K, K, N, argv[5], vals[v],
+           fl / t[v][0] / 1e6, fl / t[v][reps / 2] / 1e6);
+  }
+  return 0;
+}
+
+// kbench abdecode rows knob v1,v2,...: decode passes over the official weights, alternating knob values.
+static int abdecode(int argc, char **argv) {
+  if (argc < 5) return fprintf(stderr, "usage: kbench abdecode rows knob v1,v2,...\n"), 2;
+  size_t rows = atoi(argv[2]);
+  long vals[16];
+  int nv = 0;
+  for (char *p = strtok(argv[4], ","); p && nv < 16; p = strtok(NULL, ",")) vals[nv++] = atol(p);
+  mat ms[5] = {{2304, 768, 0, 12}, {768, 768, 0, 12}, {3072, 768, 1, 12}, {768, 3072, 1, 12}, {50258, 768, 1, 1}};
+  float *W[64], *B[64];
+  size_t NN[64], KK[64];
+  int nw = 0;
+  double bytes = 0;
+  for (int m = 0; m < 5; m++)
+    for (int c = 0; c < ms[m].count; c++) {
+      W[nw] = fill(ms[m].N * ms[m].K, 100 + nw);
+      B[nw] = ms[m].bias ? fill(ms[m].N, 7) : NULL;
+      NN[nw] = ms[m].N; KK[nw] = ms[m].K;
+      bytes += ms[m].N * ms[m].K * 4.0;
+      nw++;
+    }
+  float *x = fill(512 * 3072, 5), *y = fill(512 * 50258, 6);
+  size_t bwn = (512u << 20) / 4;
+  float *big = fill(bwn, 1);
+  const int reps = 12;
+  static double t[16][64], bwv[64];
+  for (int r = -1; r < reps; r++) {
+    bwv[r < 0 ? 0 : r] = kf_read_bandwidth(big, bwn, 1);
+    for (int v = 0; v < nv; v++) {
+      kf_linear_knob(argv[3], vals[v]);
+      double t0 = now_ms();
+      for (int k = 0; k < nw; k++) kf_linear(y, x, W[k], B[k], rows, KK[k], NN[k]);
+      if (r >= 0) t[v][r] = now_ms() - t0;
+    }
+  }
+  qsort(bwv, reps, sizeof(double), cmp);
+  double bound = bytes / (bwv[reps - 1] * 1e9) * 1e3;
+  printf("rows %zu: bandwidth best %.1f median %.1f GB/s, bound %.2f ms\n", rows, bwv[reps - 1], bwv[reps / 2], bound);
+  for (int v = 0; v < nv; v++) {
+    qsort(t[v], reps, sizeof(double), cmp);
+    printf("  %s=%ld: best %.2f ms (%.0f%% of bound)  median %.2f ms\n", argv[3], vals[v], t[v][0], 100 * bound / t[v][0],
+           t[v][reps / 2]);
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "all";
+  if (!strcmp(mode, "ab")) return ab(argc, argv);
+  if (!strcmp(mode, "abdecode")) return abdecode(argc, argv);
   kf_blas_init();
   printf("blas: %s\n", kf_blas_name());
   size_t bwn = (512u << 20) / 4;

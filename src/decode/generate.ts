@@ -53,6 +53,9 @@ export interface GenerateResult {
   steps: number;
   /** Forward passes each sequence took part in. */
   seqSteps: number[];
+  /** Wall time inside decoder.step (the forward passes) and in token selection (samplers, penalties), seconds. */
+  forwardSeconds: number;
+  selectSeconds: number;
 }
 
 interface Active {
@@ -117,6 +120,8 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
     finish: prompts.map(() => 'length' as FinishReason),
     steps: 0,
     seqSteps: prompts.map(() => 0),
+    forwardSeconds: 0,
+    selectSeconds: 0,
   };
   const arOpts = { temperature: o.temperature, topP: o.topP, penalty: o.penalty, maskIndex };
   const scratch = new Float64Array(V);
@@ -136,6 +141,7 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
         });
       }
       const ids = active.map((a) => a.id);
+      const t0 = process.hrtime.bigint();
       let outs: Float32Array[];
       let noise: number[][] = [];
       if (decoder.kind === 'pflm') {
@@ -146,6 +152,8 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
         outs = decoder.step(ids);
       }
       result.steps++;
+      const t1 = process.hrtime.bigint();
+      result.forwardSeconds += Number(t1 - t0) / 1e9;
       const still: Active[] = [];
       active.forEach((a, i) => {
         a.steps++;
@@ -177,6 +185,7 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
         }
       });
       active = still;
+      result.selectSeconds += Number(process.hrtime.bigint() - t1) / 1e9;
     }
   } finally {
     for (const a of active) decoder.close(a.id);

@@ -142,9 +142,44 @@ export function sampleAr(logits: Float32Array, u: number, counts: TokenCounts | 
   suppressMask(logits, opts.maskIndex);
   if (counts) applyFrequencyPenalty(logits, counts, opts.penalty);
   if (opts.temperature === 0) return argmax(logits);
-  const p = softmax64(logits, opts.temperature, scratch);
-  if (opts.topP < 1) topPFilter(p, opts.topP, logits.length);
-  return inverseCdf(p, u, logits.length);
+  if (opts.topP < 1) {
+    const p = softmax64(logits, opts.temperature, scratch);
+    topPFilter(p, opts.topP, logits.length);
+    return inverseCdf(p, u, logits.length);
+  }
+  return sampleSoftmax(logits, opts.temperature, u, scratch);
+}
+
+/**
+ * inverseCdf(softmax64(logits, temperature), u) in fewer passes: the normalisation is folded into the cumulative
+ * scan, which stops at the sampled token. Every probability is computed with the same operations as softmax64
+ * (e_v * (1 / Z)), so the result is identical to the two-step form.
+ */
+export function sampleSoftmax(logits: Float32Array, temperature: number, u: number, scratch?: Float64Array): number {
+  if (!(temperature > 0)) throw new Error(`sampleSoftmax: temperature must be > 0, got ${temperature}`);
+  if (!(u > 0 && u <= 1)) throw new Error(`sampleSoftmax: uniform must be in (0, 1], got ${u}`);
+  const V = logits.length;
+  const e = scratch && scratch.length >= V ? scratch : new Float64Array(V);
+  const invT = 1 / temperature;
+  let m = -Infinity;
+  for (let v = 0; v < V; v++) {
+    const x = logits[v] * invT;
+    if (x > m) m = x;
+  }
+  let z = 0;
+  for (let v = 0; v < V; v++) {
+    const x = Math.exp(logits[v] * invT - m);
+    e[v] = x;
+    z += x;
+  }
+  if (!Number.isFinite(z) || !Number.isFinite(m)) throw new Error('sampleSoftmax: logits contain NaN or infinite values');
+  const invZ = 1 / z;
+  let c = 0;
+  for (let v = 0; v < V; v++) {
+    c += e[v] * invZ;
+    if (c >= u) return v;
+  }
+  return V - 1;
 }
 
 /**
@@ -160,15 +195,15 @@ export function selectPflm(slotLogits: Float32Array, V: number, counts: TokenCou
   if (take > k) throw new Error(`selectPflm: asked for ${take} slots, logits hold ${k}`);
   const out: number[] = [];
   const c = counts.counts;
+  const lam = Math.fround(lambda);
   for (let j = 0; j < take; j++) {
     const row = slotLogits.subarray(j * V, (j + 1) * V);
     suppressMask(row, maskIndex);
     let best = 0;
-    let bestVal = -Infinity;
     if (lambda === 0) {
       best = argmax(row);
     } else {
-      const lam = Math.fround(lambda);
+      let bestVal = -Infinity;
       for (let v = 0; v < V; v++) {
         const x = c[v] === 0 ? row[v] : Math.fround(row[v] - Math.fround(lam * c[v]));
         if (x > bestVal) {

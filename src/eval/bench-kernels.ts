@@ -5,11 +5,17 @@
 //  - the decode matmul sweep: every weight matrix of the official architecture streamed once per pass for a given
 //    number of rows, against the time DRAM needs to deliver those weights.
 // Library functions only; `kforce bench` and scripts/bench-kernels.ts print them.
-import { alignedFloat32, blasLinear, loadNativeBackend, readBandwidth } from '../tensor/native.ts';
+import { alignedFloat32, blasLinear, fmaPeak, loadNativeBackend, readBandwidth } from '../tensor/native.ts';
 import type { Backend } from '../tensor/backend.ts';
 
-/** fp32 FMA peak of the 2-core machine (ENGINEERING.md, C intrinsics). */
+/** The fp32 FMA peak ENGINEERING.md quotes for 2 threads. On the Zen 5 hosts seen so far (two 512-bit FMAs per cycle)
+ * one core alone reaches it, so the 2-thread peak is about twice this: benchmarks also measure it (measureFmaPeak). */
 export const PEAK_GFLOPS_2T = 231;
+
+export interface PeakResult {
+  /** Best of the repetitions: independent FMA chains on all native threads, GFLOP/s. */
+  gflops: number;
+}
 
 export interface BandwidthResult {
   bytes: number;
@@ -52,6 +58,7 @@ export interface DecodeSweepResult {
 
 export interface KernelBenchResult {
   backend: { name: string; blas: string; threads: number };
+  peak: PeakResult;
   bandwidth: BandwidthResult;
   linear: LinearShapeResult[];
   decode: DecodeSweepResult;
@@ -101,6 +108,14 @@ function timeIt(fn: () => void, opts: { warmup: number; reps: number; minMs: num
     times.push(nowMs() - t);
   }
   return times;
+}
+
+/** Compute peak available right now: FMA chains on all native threads, best of `reps` runs of `ms` each. */
+export function measureFmaPeak(opts: { ms?: number; reps?: number } = {}): PeakResult {
+  requireNative();
+  let best = 0;
+  for (let i = 0; i < (opts.reps ?? 3); i++) best = Math.max(best, fmaPeak(opts.ms ?? 150));
+  return { gflops: best };
 }
 
 /** DRAM read bandwidth: 2-thread streaming sum over a buffer much larger than the 32 MiB L3. */
@@ -195,8 +210,9 @@ export function benchDecodeSweep(opts: {
 export function benchKernels(opts: { decodeRows?: number[]; shapes?: ReadonlyArray<readonly [number, number, number]> } = {}):
   KernelBenchResult {
   const be = requireNative();
+  const peak = measureFmaPeak();
   const bandwidth = measureReadBandwidth();
   const linear = benchLinearShapes({ shapes: opts.shapes });
   const decode = benchDecodeSweep({ rows: opts.decodeRows, bandwidthGBs: bandwidth.gbPerS });
-  return { backend: { name: be.name, blas: be.blas, threads: be.threads }, bandwidth, linear, decode };
+  return { backend: { name: be.name, blas: be.blas, threads: be.threads }, peak, bandwidth, linear, decode };
 }

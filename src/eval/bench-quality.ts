@@ -9,10 +9,11 @@
 // uniform t of prefix i is the same number in all of them.
 import type { BatchDecoder } from '../model/types.ts';
 import { generate } from '../decode/generate.ts';
-import { recommendedPenalty } from '../decode/sampling.ts';
-import { SlotAgreement, mean, perplexity, repeatedNgramRate, unigramEntropy } from './metrics.ts';
-import { scoreContinuations } from './score.ts';
-import { markdownTable, num, type Cell } from './report.ts';
+import { streamKey, uniformAt } from '../decode/noise.ts';
+import { recommendedPenalty, sampleAr } from '../decode/sampling.ts';
+import { SlotAgreement, logProbAt, mean, perplexity, repeatedNgramRate, unigramEntropy } from './metrics.ts';
+import { scoreContinuations, teacherForce } from './score.ts';
+import { markdownTable, type Cell } from './report.ts';
 import { lineChart } from './svg.ts';
 
 export interface QualityModels {
@@ -80,7 +81,10 @@ function penaltiesFor(k: number, p: QualityOptions['penalties']): number[] {
   return rec === 0 ? [0] : [0, rec];
 }
 
-/** Teacher rollouts from every PFLM block start with the block's own uniforms; returns the agreement counters. */
+/**
+ * Reference definition of the slot agreement: for every PFLM block (start t, sample i) the teacher samples k tokens
+ * from prompt + sample[< t] with uniforms t.. of stream i, feeding its own tokens. One full rollout per block.
+ */
 export function teacherSlotAgreement(teacher: BatchDecoder, prompts: number[][], samples: number[][], k: number,
   seed: number, tau: number, maxBatch?: number): SlotAgreement {
   const agree = new SlotAgreement(k);
@@ -104,6 +108,59 @@ export function teacherSlotAgreement(teacher: BatchDecoder, prompts: number[][],
   return agree;
 }
 
+/**
+ * The same agreement as teacherSlotAgreement, and the teacher NLL of the samples, from one teacher-forcing pass:
+ * while the teacher's rollout of a block still equals the sample, its next token is the inverse-CDF sample of the
+ * teacher-forced logits at that position; only after a slot where it leaves the sample does the block need a real
+ * rollout (from the teacher's own token on). Rollouts are batched.
+ */
+export function teacherAgreementAndNll(teacher: BatchDecoder, prompts: number[][], samples: number[][], k: number,
+  seed: number, tau: number, maxBatch?: number): { agree: SlotAgreement; nll: number[][] } {
+  const maskIndex = teacher.config.maskIndex;
+  const scratch = new Float64Array(teacher.config.vocabSize);
+  const nll = samples.map((s) => new Array<number>(s.length));
+  const own = samples.map((s) => new Int32Array(s.length));
+  const keys = samples.map((_, i) => streamKey(seed, i));
+  const sampling = { temperature: tau, topP: 1, penalty: 0, maskIndex };
+  teacherForce(teacher, prompts, samples, (i, t, logits) => {
+    nll[i][t] = -logProbAt(logits, samples[i][t]);
+    own[i][t] = sampleAr(logits, uniformAt(keys[i], t), null, sampling, scratch);
+  }, { maxBatch });
+
+  // blocks[b] = the teacher's tokens of one block; pending rollouts fill the slots after its first departure.
+  const blocks: Array<{ want: number[]; got: number[] }> = [];
+  const rollouts = new Map<number, Array<{ block: number; ctx: number[]; stream: number; start: number }>>();
+  samples.forEach((s, i) => {
+    for (let t = 0; t < s.length; t += k) {
+      const want = s.slice(t, t + k);
+      const got: number[] = [];
+      for (let j = 0; j < want.length; j++) {
+        got.push(own[i][t + j]);
+        if (got[j] !== want[j]) {
+          const rest = want.length - 1 - j;
+          if (rest > 0) {
+            const list = rollouts.get(rest) ?? [];
+            list.push({ block: blocks.length, ctx: [...prompts[i], ...s.slice(0, t + j), got[j]], stream: i, start: t + j + 1 });
+            rollouts.set(rest, list);
+          }
+          break;
+        }
+      }
+      blocks.push({ want, got });
+    }
+  });
+  for (const [rest, list] of rollouts) {
+    const r = generate(teacher, list.map((x) => x.ctx), {
+      maxNewTokens: rest, seed, streamIds: list.map((x) => x.stream), noiseStart: list.map((x) => x.start),
+      temperature: tau, topP: 1, penalty: 0, eos: [], maxBatch,
+    });
+    list.forEach((x, n) => blocks[x.block].got.push(...r.tokens[n]));
+  }
+  const agree = new SlotAgreement(k);
+  for (const b of blocks) agree.add(b.want, b.got);
+  return { agree, nll };
+}
+
 export function runQualityBench(models: QualityModels, opts: QualityOptions): QualityReport {
   const { teacher, pflms, judge } = models;
   if (teacher.kind !== 'ar' || judge.kind !== 'ar') throw new Error('bench quality: the teacher and the judge must be AR models');
@@ -125,11 +182,10 @@ export function runQualityBench(models: QualityModels, opts: QualityOptions): Qu
   const rows: QualityRow[] = [];
   const allSamples: number[][][] = [];
 
-  const measure = (label: string, k: number, penalty: number, samples: number[][], agree: SlotAgreement | null) => {
+  const measure = (label: string, k: number, penalty: number, samples: number[][], agree: SlotAgreement | null,
+    teacherNll: number[]) => {
     log(`${label}: scoring under the judge`);
     const judgeNll = scoreContinuations(judge, prompts, samples, { maxBatch: opts.maxBatch }).flat();
-    log(`${label}: scoring under the teacher`);
-    const teacherNll = scoreContinuations(teacher, prompts, samples, { maxBatch: opts.maxBatch }).flat();
     rows.push({
       label, k, penalty,
       samples: samples.length,
@@ -146,15 +202,16 @@ export function runQualityBench(models: QualityModels, opts: QualityOptions): Qu
 
   log(`AR teacher: sampling ${prompts.length} x ${opts.newTokens} tokens at temperature ${tau}`);
   const ar = generate(teacher, prompts, { maxNewTokens: opts.newTokens, seed, temperature: tau, topP: 1, penalty: 0, eos: [], maxBatch: opts.maxBatch });
-  measure('AR teacher', 0, 0, ar.tokens, null);
+  log('AR teacher: scoring under the teacher');
+  measure('AR teacher', 0, 0, ar.tokens, null, scoreContinuations(teacher, prompts, ar.tokens, { maxBatch: opts.maxBatch }).flat());
   for (const k of ks) {
     for (const penalty of penaltiesFor(k, opts.penalties)) {
       const label = `PFLM k=${k} lambda=${penalty}`;
       log(`${label}: sampling`);
       const g = generate(pflmFor(pflms, k), prompts, { maxNewTokens: opts.newTokens, seed, k, tau, penalty, eos: [], maxBatch: opts.maxBatch });
-      log(`${label}: teacher rollouts per block`);
-      const agree = teacherSlotAgreement(teacher, prompts, g.tokens, k, seed, tau, opts.maxBatch);
-      measure(label, k, penalty, g.tokens, agree);
+      log(`${label}: teacher scoring and rollouts per block`);
+      const t = teacherAgreementAndNll(teacher, prompts, g.tokens, k, seed, tau, opts.maxBatch);
+      measure(label, k, penalty, g.tokens, t.agree, t.nll.flat());
     }
   }
   return { rows, newTokens: opts.newTokens, prompts: prompts.length, seed, tau, samples: allSamples };
@@ -168,15 +225,17 @@ export function qualityMarkdown(r: QualityReport): string {
     'agreement', ...Array.from({ length: maxK }, (_, j) => `slot ${j + 1}`)];
   const rows: Cell[][] = r.rows.map((x) => [
     x.k === 0 ? 'AR teacher' : 'PFLM', x.k === 0 ? '-' : String(x.k), x.k === 0 ? '-' : String(x.penalty),
-    x.judgePpl, x.teacherPpl, x.entropy, x.rep4, num(x.agreement),
-    ...Array.from({ length: maxK }, (_, j) => num(x.slotAgreement[j])),
+    x.judgePpl, x.teacherPpl, x.entropy, x.rep4, x.agreement,
+    ...Array.from({ length: maxK }, (_, j) => x.slotAgreement[j] ?? NaN),
   ]);
   return markdownTable(headers, rows);
 }
 
 export function qualityCharts(r: QualityReport): Record<string, string> {
   const plain = r.rows.filter((x) => x.k === 0 || x.penalty === 0);
-  const pen = r.rows.filter((x) => x.k === 0 || x.penalty > 0);
+  // The recommended-lambda series uses lambda = 0 where that is the recommendation (AR, k = 1).
+  const pen = r.rows.some((x) => x.penalty > 0)
+    ? r.rows.filter((x) => (recommendedPenalty(x.k) === 0 ? x.penalty === 0 : x.penalty > 0)) : [];
   const series = (rows: QualityRow[], f: (x: QualityRow) => number) => rows.map((x) => [x.k, f(x)] as [number, number]);
   const tick = (k: number) => (k === 0 ? 'AR' : `k=${k}`);
   const ks = [...new Set(r.rows.map((x) => x.k))].sort((a, b) => a - b);

@@ -2,6 +2,7 @@
 // several batch sizes, warm-up excluded, every configuration measured in the same run (AR first, then each k,
 // repeated in rounds so drifting machine bandwidth hits all of them alike), with the roofline prediction computed
 // from the DRAM bandwidth and GEMM rate measured in this same run.
+import os from 'node:os';
 import type { BatchDecoder, ModelConfig } from '../model/types.ts';
 import { generate } from '../decode/generate.ts';
 import { Rng } from '../tensor/rng.ts';
@@ -50,6 +51,8 @@ export interface SpeedResult {
   seconds: number;
   /** Forward passes per generated token per sequence (1 for AR, ceil(N/k)/N for the PFLM). */
   passesPerToken: number;
+  /** Share of the wall time spent selecting tokens (samplers, penalties) rather than in forward passes. */
+  selectShare: number;
   /** Roofline of the typical (second) step. */
   stepBytes: number;
   stepFlops: number;
@@ -75,6 +78,16 @@ export function randomPrompts(n: number, length: number, cfg: ModelConfig, seed:
     if (t >= cfg.maskIndex) t++;
     return t;
   }));
+}
+
+/**
+ * Upper estimate of the KV memory the benchmark's two decoders (AR and PFLM, each kept for reuse) can hold at once: a
+ * sequence's cache segment grows by doubling from 16 rows, and an arena may transiently hold its old and new copy.
+ */
+export function kvMemoryEstimate(cfg: ModelConfig, batch: number, rowsPerSeq: number): number {
+  let cap = 16;
+  while (cap < rowsPerSeq) cap *= 2;
+  return 2 * 2 * batch * cap * cfg.nBlocks * 2 * cfg.hiddenSize * 4;
 }
 
 function checkList(name: string, xs: number[], lo: number, hi = Number.MAX_SAFE_INTEGER): void {
@@ -104,6 +117,12 @@ export function runSpeedBench(models: SpeedModels, opts: SpeedOptions): SpeedRep
   const log = opts.onProgress ?? (() => {});
   const bpw = models.bytesPerWeight ?? 4;
   const configs = [0, ...ks];
+  const maxB = Math.max(...opts.batches);
+  const kvBytes = kvMemoryEstimate(cfg, maxB, P + N + Math.max(...ks));
+  if (kvBytes > 0.75 * os.totalmem()) {
+    throw new Error(`bench speed: batch ${maxB} x ${P + N} tokens needs up to ${(kvBytes / 2 ** 30).toFixed(1)} GiB of KV cache, ` +
+      `more than this machine's ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB allows; lower --batch or --new-tokens`);
+  }
   const run = (k: number, prompts: number[][], n: number) => (k === 0
     ? generate(ar, prompts, { maxNewTokens: n, seed, eos: [] })
     : generate(pflm, prompts, { maxNewTokens: n, seed, k, eos: [] }));
@@ -123,6 +142,7 @@ export function runSpeedBench(models: SpeedModels, opts: SpeedOptions): SpeedRep
     }
     const times = new Map<number, number[]>(configs.map((k) => [k, []]));
     const passes = new Map<number, number>();
+    const shares = new Map<number, number[]>(configs.map((k) => [k, []]));
     for (let r = 0; r < repeats; r++) {
       for (const k of configs) {
         const t0 = process.hrtime.bigint();
@@ -130,6 +150,7 @@ export function runSpeedBench(models: SpeedModels, opts: SpeedOptions): SpeedRep
         const s = Number(process.hrtime.bigint() - t0) / 1e9;
         times.get(k)!.push(s);
         passes.set(k, g.seqSteps[0] / N);
+        shares.get(k)!.push(g.selectSeconds / s);
         log(`batch ${B} ${k === 0 ? 'AR ' : `k=${k}`} round ${r + 1}/${repeats}: ${s.toFixed(2)} s, ${((B * N) / s).toFixed(1)} tok/s`);
       }
     }
@@ -146,6 +167,7 @@ export function runSpeedBench(models: SpeedModels, opts: SpeedOptions): SpeedRep
         predictedTokensPerSecond: p.tokensPerSecond,
         seconds: s,
         passesPerToken: passes.get(k)!,
+        selectShare: median(shares.get(k)!),
         stepBytes: p.typicalStep.bytes,
         stepFlops: p.typicalStep.flops,
         memoryBound: p.memoryBound,
@@ -161,27 +183,35 @@ const label = (k: number) => (k === 0 ? 'AR' : `PFLM k=${k}`);
 
 function rows(r: SpeedReport): Cell[][] {
   return r.results.map((x) => [
-    x.batch, label(x.k), x.tokensPerSecond, x.speedup, x.predictedSpeedup, x.predictedTokensPerSecond,
-    x.tokensPerSecond / x.predictedTokensPerSecond, x.passesPerToken, x.stepBytes / 1e6, x.stepFlops / 1e9,
+    x.batch, label(x.k), x.tokensPerSecond, x.speedup, x.predictedSpeedup, x.k === 0 ? '-' : num(x.speedup / x.predictedSpeedup, 2),
+    x.predictedTokensPerSecond, x.tokensPerSecond / x.predictedTokensPerSecond, x.passesPerToken,
+    `${(x.selectShare * 100).toFixed(0)}%`, x.stepBytes / 1e6, x.stepFlops / 1e9,
     x.memoryBound ? 'memory' : 'compute',
   ]);
 }
 
-const HEADERS = ['batch', 'model', 'tokens/s', 'speedup', 'predicted speedup', 'roofline tokens/s', '% of roofline',
-  'passes/token', 'MB/step', 'GFLOP/step', 'bound'];
+const HEADERS = ['batch', 'model', 'tokens/s', 'speedup', 'predicted speedup', 'measured / predicted', 'roofline tokens/s', '% of roofline',
+  'passes/token', 'selection time', 'MB/step', 'GFLOP/step', 'bound'];
 
 export function speedText(r: SpeedReport): string {
-  const rs = rows(r).map((row) => row.map((c, j) => (j === 6 ? `${((c as number) * 100).toFixed(0)}%` : c)));
+  const rs = rows(r).map((row) => row.map((c, j) => (j === 7 ? `${((c as number) * 100).toFixed(0)}%` : c)));
   return textTable(HEADERS, rs);
 }
 
+/** A narrow table for the demo: throughput, speedup (measured and predicted) and passes per token. */
+export function speedTextCompact(r: SpeedReport): string {
+  return textTable(['batch', 'model', 'tokens/s', 'speedup', 'predicted', 'passes/token'],
+    r.results.map((x) => [x.batch, label(x.k), x.tokensPerSecond, x.speedup, x.predictedSpeedup, x.passesPerToken]));
+}
+
 export function speedMarkdown(r: SpeedReport): string {
-  const rs = rows(r).map((row) => row.map((c, j) => (j === 6 ? `${((c as number) * 100).toFixed(0)}%` : c)));
+  const rs = rows(r).map((row) => row.map((c, j) => (j === 7 ? `${((c as number) * 100).toFixed(0)}%` : c)));
   const head = `Models: ${r.description}. ${r.promptLength}-token prefixes, ${r.newTokens} new tokens, median of ` +
     `${r.repeats} round(s) after warm-up. Roofline from this run: DRAM read ${num(r.rates.bandwidth / 1e9)} GB/s, ` +
     `GEMM ${num(r.rates.flops / 1e9)} GFLOP/s; a step is bounded by max(bytes / bandwidth, FLOPs / GEMM rate); ` +
     'MB/step and GFLOP/step are for the second step (steady state); per step AR feeds 1 token per sequence, the ' +
-    'PFLM 2k (k emitted + k noise).\n\n';
+    'PFLM 2k (k emitted + k noise). Selection time: share of the wall time spent choosing tokens (AR: float64 ' +
+    'softmax and inverse CDF over the vocabulary per token; PFLM: penalised argmax per slot), outside the forward passes.\n\n';
   return head + markdownTable(HEADERS, rs);
 }
 
@@ -214,6 +244,7 @@ export function speedJson(r: SpeedReport): object {
     results: r.results.map((x) => ({
       batch: x.batch, k: x.k, tokensPerSecond: x.tokensPerSecond, speedup: x.speedup, predictedSpeedup: x.predictedSpeedup,
       predictedTokensPerSecond: x.predictedTokensPerSecond, seconds: x.seconds, passesPerToken: x.passesPerToken,
+      selectShare: x.selectShare,
       stepBytes: x.stepBytes, stepFlops: x.stepFlops, memoryBound: x.memoryBound,
     })),
   };

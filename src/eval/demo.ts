@@ -13,7 +13,7 @@ import { distillChain } from '../train/distill.ts';
 import { Tokenizer } from '../train/tokenizer.ts';
 import { trainAr } from '../train/train-ar.ts';
 import { loadModelFile } from '../decode/load.ts';
-import { runSpeedBench, speedText } from './bench-speed.ts';
+import { runSpeedBench, speedTextCompact } from './bench-speed.ts';
 import { measureDecodeRates } from './machine-rates.ts';
 import { loadModelSet } from './model-set.ts';
 
@@ -138,7 +138,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<void> {
     measureRates: () => measureDecodeRates(pflm.params, pflm.config.hiddenSize),
   });
   print(`Decode speed (${report.newTokens} new tokens after ${report.promptLength}-token prefixes):`);
-  print(speedText(report));
+  print(speedTextCompact(report));
   print('For the full protocol: kforce bench speed (see --help); for sample quality: kforce bench quality.');
   log(`demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }

@@ -51,7 +51,9 @@ function fmt(x: number): string {
 export function lineChart(o: ChartOptions): string {
   const W = o.width ?? 640;
   const H = o.height ?? 400;
-  const m = { left: 64, right: 150, top: 40, bottom: 52 };
+  // The legend sits right of the plot; its width follows the longest series name (about 7 px per character).
+  const legend = Math.max(...o.series.map((s) => s.name.length), 4) * 7 + 56;
+  const m = { left: 64, right: legend, top: 40, bottom: 52 };
   const pw = W - m.left - m.right;
   const ph = H - m.top - m.bottom;
   const all = o.series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));

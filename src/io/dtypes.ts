@@ -37,10 +37,8 @@ export function halfToFloat(bits: number): number {
 const f32Scratch = new Float32Array(1);
 const u32Scratch = new Uint32Array(f32Scratch.buffer);
 
-/** float16 bit pattern of x, round-to-nearest-even; overflow gives +-Infinity, NaN stays NaN. */
-export function floatToHalf(x: number): number {
-  f32Scratch[0] = x;
-  const b = u32Scratch[0];
+/** float16 bit pattern of the float32 with bit pattern b, round-to-nearest-even; overflow gives +-Infinity. */
+function halfBits(b: number): number {
   const sign = (b >>> 16) & 0x8000;
   const exp = (b >>> 23) & 0xff;
   const mant = b & 0x7fffff;
@@ -65,23 +63,39 @@ export function floatToHalf(x: number): number {
   return h;
 }
 
+/** float16 bit pattern of x, round-to-nearest-even; overflow gives +-Infinity, NaN stays NaN. */
+export function floatToHalf(x: number): number {
+  f32Scratch[0] = x;
+  return halfBits(u32Scratch[0]);
+}
+
 /** Rounds every element through float16 (what saving as F16 and reading back gives). */
 export function roundToHalf(data: Float32Array): Float32Array {
   const t = halfLookup();
+  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
   const out = new Float32Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = t[floatToHalf(data[i])];
+  for (let i = 0; i < data.length; i++) out[i] = t[halfBits(bits[i])];
   return out;
 }
 
 export function encodeHalf(data: Float32Array): Uint16Array {
+  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
   const out = new Uint16Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = floatToHalf(data[i]);
+  for (let i = 0; i < data.length; i++) out[i] = halfBits(bits[i]);
   return out;
 }
 
-/** Copies `count` elements of `type` starting at byte `start` of `bytes` into a new float32 array.
- * Works for any byte alignment (the bytes are first copied into an aligned buffer where the view needs it). */
+/** Copies `count` elements of `type` starting at byte `start` of `bytes` into a new float32 array. */
 export function decodeToFloat32(bytes: Uint8Array, start: number, count: number, type: ElementType): Float32Array {
+  const out = new Float32Array(count);
+  decodeInto(out, bytes, start, type);
+  return out;
+}
+
+/** Converts `out.length` elements of `type` starting at byte `start` of `bytes` into `out`. Works for any byte
+ * alignment (the bytes are first copied into an aligned buffer where a typed view needs it). */
+export function decodeInto(out: Float32Array, bytes: Uint8Array, start: number, type: ElementType): void {
+  const count = out.length;
   const size = ELEMENT_BYTES[type];
   const nbytes = count * size;
   if (start < 0 || start + nbytes > bytes.length) {
@@ -94,37 +108,40 @@ export function decodeToFloat32(bytes: Uint8Array, start: number, count: number,
   const buf = src.buffer;
   switch (type) {
     case 'F32':
-      return new Float32Array(buf.slice(off, off + nbytes));
+      out.set(new Float32Array(buf, off, count));
+      return;
     case 'F64':
-      return Float32Array.from(new Float64Array(buf, off, count));
+      out.set(new Float64Array(buf, off, count));
+      return;
     case 'F16': {
       const h = new Uint16Array(buf, off, count);
       const t = halfLookup();
-      const out = new Float32Array(count);
       for (let i = 0; i < count; i++) out[i] = t[h[i]];
-      return out;
+      return;
     }
     case 'BF16': {
       const h = new Uint16Array(buf, off, count);
-      const out = new Float32Array(count);
-      const bits = new Uint32Array(out.buffer);
+      const bits = new Uint32Array(out.buffer, out.byteOffset, count);
       for (let i = 0; i < count; i++) bits[i] = h[i] << 16;
-      return out;
+      return;
     }
     case 'I64': {
       const v = new BigInt64Array(buf, off, count);
-      const out = new Float32Array(count);
       for (let i = 0; i < count; i++) out[i] = Number(v[i]);
-      return out;
+      return;
     }
     case 'I32':
-      return Float32Array.from(new Int32Array(buf, off, count));
+      out.set(new Int32Array(buf, off, count));
+      return;
     case 'I16':
-      return Float32Array.from(new Int16Array(buf, off, count));
+      out.set(new Int16Array(buf, off, count));
+      return;
     case 'I8':
-      return Float32Array.from(new Int8Array(buf, off, count));
+      out.set(new Int8Array(buf, off, count));
+      return;
     case 'U8':
     case 'BOOL':
-      return Float32Array.from(new Uint8Array(buf, off, count));
+      out.set(new Uint8Array(buf, off, count));
+      return;
   }
 }

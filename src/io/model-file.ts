@@ -5,8 +5,11 @@ import { open } from 'node:fs/promises';
 import { extname } from 'node:path';
 import type { ModelConfig, Tensor } from '../model/types.ts';
 import { buildModel, DEFAULT_PFLM_MAX_K, modelTensors, type Model } from '../model/factory.ts';
+import { ArModel } from '../model/ar.ts';
+import { PflmModel } from '../model/pflm.ts';
+import { INV_FREQ_NAME, paramLayout, type ModelKind } from '../model/params.ts';
 import { readCheckpoint } from './ckpt.ts';
-import { readSafetensorsFile, writeSafetensors } from './safetensors.ts';
+import { readSafetensorsFile, readSafetensorsInto, writeSafetensors } from './safetensors.ts';
 
 /** __metadata__ key holding the JSON ModelConfig; kept stable so files written by any version load. */
 export const CONFIG_METADATA_KEY = 'kforce_config';
@@ -51,13 +54,16 @@ async function looksLikeZip(path: string): Promise<boolean> {
 }
 
 /** Tensors (float32, names without Lightning prefixes) and metadata of a model file of either format. */
-export async function readModelFile(path: string): Promise<ModelFileContents> {
+/** The extension decides when it is one we know; otherwise the magic bytes (torch zips start with PK\x03\x04). */
+async function isTorchFile(path: string): Promise<boolean> {
   const ext = extname(path).toLowerCase();
-  // The extension decides when it is one we know; otherwise the magic bytes (torch zips start with PK\x03\x04).
-  const torch = ext === '.safetensors' ? false
-    : ['.ckpt', '.pt', '.pth', '.bin'].includes(ext) ? true
-      : await looksLikeZip(path);
-  if (torch) {
+  if (ext === '.safetensors') return false;
+  if (['.ckpt', '.pt', '.pth', '.bin'].includes(ext)) return true;
+  return looksLikeZip(path);
+}
+
+export async function readModelFile(path: string): Promise<ModelFileContents> {
+  if (await isTorchFile(path)) {
     const c = await readCheckpoint(path);
     return { format: 'torch', tensors: c.tensors, metadata: {} };
   }
@@ -95,8 +101,8 @@ function storedConfig(path: string, metadata: Record<string, string>): Partial<M
  * nBlocks = largest block index + 1; Dh = 2 * len(rotary_emb.inv_freq); H = D / Dh. maskIndex defaults to V - 1,
  * maxK to DEFAULT_PFLM_MAX_K for a PFLM (noise_encoder tensors present) and 0 for an AR model.
  */
-export function inferConfig(tensors: Map<string, Tensor>, opts: LoadModelOptions = {}, where = 'inferConfig'):
-  ModelConfig {
+export function inferConfig(tensors: Map<string, { shape: number[] }>, opts: LoadModelOptions = {},
+  where = 'inferConfig'): ModelConfig {
   const emb = tensors.get('vocab_embed.embedding');
   if (!emb || emb.shape.length !== 2) {
     const names = [...tensors.keys()].slice(0, 8).join(', ');
@@ -131,29 +137,89 @@ export function inferConfig(tensors: Map<string, Tensor>, opts: LoadModelOptions
   };
 }
 
-/**
- * Loads a model from .safetensors (config from metadata when present) or a PyTorch .ckpt/.pt (config inferred from
- * shapes). An AR model unless noise_encoder tensors are present (then a PFLM). Options override stored values.
- */
-export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<Model> {
-  const file = await readModelFile(path);
-  const stored = storedConfig(path, file.metadata);
-  const inferred = inferConfig(file.tensors, {
+/** Stored config + options + shapes -> the model's config; refuses a stored config that contradicts the tensors. */
+function resolveConfig(path: string, shapes: Map<string, { shape: number[] }>, metadata: Record<string, string>,
+  opts: LoadModelOptions): ModelConfig {
+  const stored = storedConfig(path, metadata);
+  const config = inferConfig(shapes, {
     maskIndex: opts.maskIndex ?? stored.maskIndex,
     maxK: opts.maxK ?? stored.maxK,
     maxSeqLen: opts.maxSeqLen ?? stored.maxSeqLen,
   }, `loadModel ${path}`);
-  // A stored config that disagrees with the tensors means a damaged or hand-edited file: refuse it.
+  // A stored config that disagrees with the tensors means a damaged or hand-edited file.
   for (const k of ['vocabSize', 'hiddenSize', 'nHeads', 'nBlocks'] as const) {
-    if (stored[k] !== undefined && stored[k] !== inferred[k]) {
-      throw new Error(`loadModel ${path}: metadata ${CONFIG_METADATA_KEY}.${k} = ${stored[k]} but the tensors give ${inferred[k]}`);
+    if (stored[k] !== undefined && stored[k] !== config[k]) {
+      throw new Error(`loadModel ${path}: metadata ${CONFIG_METADATA_KEY}.${k} = ${stored[k]} but the tensors give ${config[k]}`);
     }
   }
-  if (inferred.maskIndex < 0 || inferred.maskIndex >= inferred.vocabSize || !Number.isSafeInteger(inferred.maskIndex)) {
-    throw new Error(`loadModel ${path}: maskIndex ${inferred.maskIndex} is outside [0, ${inferred.vocabSize})`);
+  if (!Number.isSafeInteger(config.maskIndex) || config.maskIndex < 0 || config.maskIndex >= config.vocabSize) {
+    throw new Error(`loadModel ${path}: maskIndex ${config.maskIndex} is outside [0, ${config.vocabSize})`);
   }
+  return config;
+}
+
+function kindOf(names: Iterable<string>): ModelKind {
+  for (const n of names) if (n.startsWith('noise_encoder.')) return 'pflm';
+  return 'ar';
+}
+
+/** Loads a safetensors model by reading every tensor straight into the model's flat parameter buffer: one copy of
+ * the weights in memory and no second pass over them (fresh memory is slow to touch on these machines). */
+async function loadSafetensorsModel(path: string, opts: LoadModelOptions): Promise<Model> {
+  // Filled by the header callback (TypeScript cannot see assignments inside it, hence one mutable record).
+  const built: { config?: ModelConfig; kind?: ModelKind; params?: Float32Array; invFreq?: Float32Array } = {};
+  await readSafetensorsInto(path, (header) => {
+    const shapes = new Map(header.entries.map((e) => [e.name, { shape: e.shape }]));
+    const config = resolveConfig(path, shapes, header.metadata, opts);
+    const kind = kindOf(shapes.keys());
+    let layout;
+    try {
+      layout = paramLayout(config, kind);
+    } catch (e) {
+      throw new Error(`loadModel ${path}: ${(e as Error).message}`);
+    }
+    const want = new Map(layout.entries.map((e) => [e.name, e.shape]));
+    want.set(INV_FREQ_NAME, [config.hiddenSize / config.nHeads / 2]);
+    const problems: string[] = [];
+    const missing = [...want.keys()].filter((n) => !shapes.has(n));
+    const unexpected = [...shapes.keys()].filter((n) => !want.has(n));
+    if (missing.length) problems.push(`missing tensors: ${missing.join(', ')}`);
+    if (unexpected.length) problems.push(`unexpected tensors: ${unexpected.join(', ')}`);
+    for (const [name, { shape }] of shapes) {
+      const w = want.get(name);
+      if (w && (w.length !== shape.length || w.some((d, i) => d !== shape[i]))) {
+        problems.push(`${name}: shape [${shape.join(', ')}], expected [${w.join(', ')}]`);
+      }
+    }
+    if (problems.length) {
+      throw new Error(`loadModel ${path} (${kind}, V=${config.vocabSize}, D=${config.hiddenSize}, H=${config.nHeads}, ` +
+        `blocks=${config.nBlocks}): ${problems.join('; ')}`);
+    }
+    const params = new Float32Array(layout.total);
+    const invFreq = new Float32Array(config.hiddenSize / config.nHeads / 2);
+    Object.assign(built, { config, kind, params, invFreq });
+    const at = layout.byName;
+    return (e) => {
+      if (e.name === INV_FREQ_NAME) return invFreq;
+      const p = at.get(e.name)!;
+      return params.subarray(p.offset, p.offset + p.size);
+    };
+  });
+  const { config, kind, params, invFreq } = built as Required<typeof built>;
+  return kind === 'pflm' ? new PflmModel(config, { params, invFreq }) : new ArModel(config, { params, invFreq });
+}
+
+/**
+ * Loads a model from .safetensors (config from metadata when present) or a PyTorch .ckpt/.pt (config inferred from
+ * shapes). An AR model unless noise_encoder tensors are present (then a PFLM). Options override stored values.
+ * Errors name the file and every missing, unexpected or mis-shaped tensor.
+ */
+export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<Model> {
+  if (!(await isTorchFile(path))) return loadSafetensorsModel(path, opts);
+  const file = await readCheckpoint(path);
+  const config = resolveConfig(path, file.tensors, {}, opts);
   try {
-    return buildModel(inferred, file.tensors) as Model;
+    return buildModel(config, file.tensors) as Model;
   } catch (e) {
     throw new Error(`loadModel ${path}: ${(e as Error).message}`);
   }

@@ -6,7 +6,7 @@ import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Tensor } from '../model/types.ts';
-import { decodeToFloat32, ELEMENT_BYTES, encodeHalf, type ElementType } from './dtypes.ts';
+import { decodeInto, ELEMENT_BYTES, encodeHalf, type ElementType } from './dtypes.ts';
 
 /** Every dtype name the safetensors format defines; only some of them are decoded. */
 const KNOWN_DTYPES = new Set(['BOOL', 'U8', 'I8', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'F64', 'I64', 'U64',
@@ -197,7 +197,7 @@ export async function readSafetensorsInto(path: string,
       } catch (err) {
         fail(path, `reading tensor '${e.name}': ${(err as Error).message}`);
       }
-      if (e.dtype !== 'F32') out.set(decodeToFloat32(bytes, 0, count, e.dtype));
+      if (e.dtype !== 'F32') decodeInto(out, bytes, 0, e.dtype);
     }
     return h;
   } finally {

@@ -5,10 +5,10 @@ import { embeddingGather, embeddingScatterAdd } from '../tensor/ops.ts';
 import { backboneBackward, backboneForward } from './backbone.ts';
 import type { BackboneTrace } from './backbone.ts';
 import { BaseModel } from './core.ts';
-import { KvDecoder } from './decoder.ts';
+import { KvDecoder, SessionRows } from './decoder.ts';
 import { causalLayout } from './masks.ts';
 import type { DType, ParamViews } from './params.ts';
-import type { ModelConfig, SeqId, Tensor } from './types.ts';
+import type { ModelConfig, Tensor } from './types.ts';
 import { tokenBatch } from './validate.ts';
 
 export interface ModelOptions<T extends FloatArray> {
@@ -92,46 +92,24 @@ export class ArModel<T extends FloatArray = Float32Array> extends BaseModel<T> {
 
   /** KV-cache decoding of a (possibly ragged) batch of prefixes. */
   session(prefix: number[][]): ArSession {
-    const { rows } = tokenBatch('ar.session', 'prefix', prefix, this.V, { rect: false });
-    const dec = this.decoder();
-    const ids: SeqId[] = rows.map((r) => dec.open(r));
+    const rows = new SessionRows(this, prefix, 'ar.session');
+    const { dec, ids } = rows;
     const V = this.V;
     // A row with nothing appended since its last step still has the logits of that step.
     const last: Array<Float32Array | null> = ids.map(() => null);
-    let closed = false;
     return {
       next: (): Tensor => {
-        if (closed) throw new Error('ar.session.next: the session is closed');
-        const stepIds: SeqId[] = [];
-        const where: number[] = [];
-        ids.forEach((id, i) => {
-          if (last[i] === null) { stepIds.push(id); where.push(i); }
-        });
-        if (stepIds.length > 0) {
-          const res = dec.step(stepIds);
-          res.forEach((l, j) => { last[where[j]] = l; });
-        }
+        rows.ensureOpen('next');
+        const stale = ids.flatMap((_, i) => (last[i] === null ? [i] : []));
+        if (stale.length > 0) dec.step(stale.map((i) => ids[i])).forEach((l, j) => { last[stale[j]] = l; });
         const data = new Float32Array(ids.length * V);
         last.forEach((l, i) => data.set(l!, i * V));
         return { shape: [ids.length, V], data };
       },
       append: (tokens: number[][]): void => {
-        if (closed) throw new Error('ar.session.append: the session is closed');
-        if (!Array.isArray(tokens) || tokens.length !== ids.length) {
-          throw new Error(`ar.session.append: tokens must have one row per sequence (${ids.length}), got ${Array.isArray(tokens) ? tokens.length : typeof tokens}`);
-        }
-        const checked = tokens.map((r, b) => tokenBatch('ar.session.append', `tokens[${b}]`, [r], V, { rect: true, minLen: 0 }).rows[0]);
-        checked.forEach((r, i) => {
-          if (r.length > 0) {
-            dec.append(ids[i], r);
-            last[i] = null;
-          }
-        });
+        rows.append(tokens).forEach((r, i) => { if (r.length > 0) last[i] = null; });
       },
-      close: (): void => {
-        closed = true;
-        for (const id of ids) dec.close(id);
-      },
+      close: (): void => rows.close(),
     };
   }
 }

@@ -2,10 +2,12 @@
 // forward over all named sequences: their pending context tokens (K/V committed to the sequence's cache) and, for a
 // PFLM, k noise rows per sequence after them (K/V written past the cache end and overwritten next step: transient).
 //
-// KV cache layout: per layer one arena of rows [K(D) | V(D)]; each sequence owns a contiguous segment of rows, so a
-// query's allowed keys are one range [segment start, own row] and a step needs one attention call per layer whatever
-// the mix of sequence lengths. Segments grow by doubling (relocating to the arena top); the arena compacts live
-// segments when it runs out of room and grows only when compaction is not enough.
+// KV cache layout: per layer one pool of fixed-size pages of rows [K(D) | V(D)]. A sequence owns a list of pages
+// whose addresses ascend (so its keys, in logical order, are ascending disjoint ranges as the attention mask
+// contract requires, and every query's key order equals the full forward's); growing a sequence adds a page and
+// never moves its K/V. The pool doubles (one copy) when no suitable page is free, or compacts in address order
+// (which keeps every page list ascending) when at least half of it is free. One attention call per layer covers
+// every sequence of a step, whatever the mix of lengths.
 import type { FloatArray } from '../tensor/backend.ts';
 import { embeddingGather } from '../tensor/ops.ts';
 import { backboneForward } from './backbone.ts';
@@ -13,43 +15,50 @@ import type { BaseModel } from './core.ts';
 import { MaskBuilder } from './masks.ts';
 import { noiseEncoderForward } from './noise-encoder.ts';
 import type { BatchDecoder, ModelConfig, SeqId } from './types.ts';
-import { checkK, checkUnit, tokenRow } from './validate.ts';
+import { checkK, checkUnit, tokenBatch, tokenRow } from './validate.ts';
 
 interface Seq {
   id: SeqId;
-  start: number; // first arena row of the segment
-  cap: number; // rows reserved
+  pages: number[]; // ascending page indices; logical position p lives in row pages[p >> PAGE_BITS] * PAGE + (p & PAGE_MASK)
   len: number; // committed rows (cached K/V)
   pending: number[];
 }
 
-const MIN_SEGMENT = 16;
+const PAGE_BITS = 5;
+const PAGE = 1 << PAGE_BITS; // rows per page: at most PAGE - 1 unused rows per sequence
+const PAGE_MASK = PAGE - 1;
 
 export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDecoder {
   readonly kind: 'ar' | 'pflm';
   readonly config: ModelConfig;
   private readonly seqs = new Map<SeqId, Seq>();
   private nextId = 1;
-  private arena: T[] = [];
-  private arenaRows = 0;
-  private top = 0;
+  private pool: T[] = [];
+  private nPages = 0;
+  private used = new Uint8Array(0);
+  private nUsed = 0;
+  private compactions = 0;
+  private grows = 0;
 
   constructor(private readonly model: BaseModel<T>) {
     this.kind = model.kind;
     this.config = model.config;
-    for (let l = 0; l < model.config.nBlocks; l++) this.arena.push(model.alloc(0));
+    for (let l = 0; l < model.config.nBlocks; l++) this.pool.push(model.alloc(0));
   }
 
   open(prompt: number[]): SeqId {
     const toks = tokenRow('decoder.open', 'prompt', prompt, this.model.V);
     const id = this.nextId++;
-    this.seqs.set(id, { id, start: 0, cap: 0, len: 0, pending: toks });
+    this.seqs.set(id, { id, pages: [], len: 0, pending: toks });
     return id;
   }
 
   close(id: SeqId): void {
+    const s = this.seqs.get(id);
+    if (!s) return;
+    for (const p of s.pages) this.used[p] = 0;
+    this.nUsed -= s.pages.length;
     this.seqs.delete(id);
-    if (this.seqs.size === 0) this.top = 0;
   }
 
   append(id: SeqId, tokens: number[]): void {
@@ -68,9 +77,14 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     return [...this.seqs.keys()];
   }
 
-  /** Rows of KV arena per layer currently allocated (for memory reports). */
+  /** Rows of KV pool per layer currently allocated (for memory reports). */
   arenaSize(): number {
-    return this.arenaRows;
+    return this.nPages * PAGE;
+  }
+
+  /** KV pool bookkeeping: pages allocated and in use, and how often the pool was compacted or grown. */
+  stats(): { pageRows: number; pages: number; usedPages: number; compactions: number; grows: number } {
+    return { pageRows: PAGE, pages: this.nPages, usedPages: this.nUsed, compactions: this.compactions, grows: this.grows };
   }
 
   private get(fn: string, id: SeqId): Seq {
@@ -118,7 +132,8 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
         }
       }
     }
-    // Reserve room for the new context rows and the transient noise rows.
+    // Pages for the new context rows and the transient noise rows, before any row index is taken (a compaction
+    // moves pages).
     for (let i = 0; i < S; i++) this.reserve(seqs[i], seqs[i].len + seqs[i].pending.length + ks[i]);
 
     let Rc = 0;
@@ -136,9 +151,7 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
       for (let p = 0; p < s.pending.length; p++, r++) {
         tokens[r] = s.pending[p];
         positions[r] = s.len + p;
-        rowIndex[r] = s.start + s.len + p;
-        mb.range(s.start, rowIndex[r] + 1);
-        mb.endQuery();
+        rowIndex[r] = this.addRow(mb, s, s.len + p);
       }
       if (this.kind === 'ar') outRows[i] = r - 1;
     }
@@ -148,16 +161,14 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
       for (let a = 0; a < ks[i]; a++, r++) {
         // Noise slot a+1 sits after the last context token t = ctx - 1: position t + a + 1.
         positions[r] = ctx + a;
-        rowIndex[r] = s.start + ctx + a;
-        mb.range(s.start, rowIndex[r] + 1);
-        mb.endQuery();
+        rowIndex[r] = this.addRow(mb, s, ctx + a);
       }
     }
     const x = m.ws.get('dec.x', R * D);
     if (Rc > 0) embeddingGather(x.subarray(0, Rc * D) as T, m.w.embed, tokens, V, D);
     if (Rn > 0) noiseEncoderForward(m, noiseFlat, tauFlat, x.subarray(Rc * D) as T, false);
     const tr = backboneForward(m, {
-      R, x, positions, mask: mb.build(), kv: { layers: this.arena, rowIndex },
+      R, x, positions, mask: mb.build(), kv: { layers: this.pool, rowIndex },
       out: this.kind === 'ar' ? { rows: outRows } : { start: Rc, count: Rn }, train: false,
     });
     for (const s of seqs) {
@@ -175,48 +186,119 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     return res;
   }
 
-  /** Makes the sequence's segment hold at least `rows` rows, keeping its committed K/V. */
-  private reserve(s: Seq, rows: number): void {
-    if (s.cap >= rows) return;
-    const cap = Math.max(rows, 2 * s.cap, MIN_SEGMENT);
-    if (this.top + cap > this.arenaRows) this.compact();
-    if (this.top + cap > this.arenaRows) this.grow(Math.max(2 * this.arenaRows, this.top + cap));
-    const start = this.top;
-    this.top += cap;
-    const w = 2 * this.model.D;
-    // The new segment lies above every live segment, so the copy never overlaps its source.
-    if (s.len > 0) for (const a of this.arena) a.copyWithin(start * w, s.start * w, (s.start + s.len) * w);
-    s.start = start;
-    s.cap = cap;
-  }
-
-  /** Moves live segments down to the arena bottom in address order (each move goes to a lower address). */
-  private compact(): void {
-    const live = [...this.seqs.values()].filter((s) => s.cap > 0).sort((a, b) => a.start - b.start);
-    const w = 2 * this.model.D;
-    let pos = 0;
-    for (const s of live) {
-      if (s.start !== pos && s.len > 0) {
-        for (const a of this.arena) a.copyWithin(pos * w, s.start * w, (s.start + s.len) * w);
+  /** Adds the query of logical position q of s to the mask (keys: positions 0..q) and returns its pool row. */
+  private addRow(mb: MaskBuilder, s: Seq, q: number): number {
+    const last = q >> PAGE_BITS;
+    let start = -1, end = -1;
+    for (let i = 0; i <= last; i++) {
+      const a = s.pages[i] * PAGE;
+      const b = a + (i < last ? PAGE : (q & PAGE_MASK) + 1);
+      if (a === end) {
+        end = b; // physically adjacent pages form one range
+      } else {
+        if (start >= 0) mb.range(start, end);
+        start = a;
+        end = b;
       }
-      s.start = pos;
-      pos += s.cap;
     }
-    this.top = pos;
+    mb.range(start, end);
+    mb.endQuery();
+    return end - 1;
   }
 
-  private grow(rows: number): void {
-    const w = 2 * this.model.D;
-    this.arena = this.arena.map((old) => {
-      const a = this.model.alloc(rows * w);
-      a.set(old.subarray(0, this.top * w));
+  /** Gives s enough pages for `rows` logical positions. */
+  private reserve(s: Seq, rows: number): void {
+    while (s.pages.length * PAGE < rows) s.pages.push(this.allocPage(s));
+  }
+
+  /** A free page above s's last page (keeping its list ascending); compacts or grows the pool when there is none. */
+  private allocPage(s: Seq): number {
+    const after = (): number => (s.pages.length > 0 ? s.pages[s.pages.length - 1] + 1 : 0);
+    for (let p = after(); p < this.nPages; p++) {
+      if (!this.used[p]) return this.take(p);
+    }
+    // After a compaction every free page lies above every used one, so the loop below cannot fail.
+    if (this.nPages - this.nUsed >= this.nPages / 2 && this.nUsed < this.nPages) this.compact();
+    else this.grow(Math.max(2 * this.nPages, 4));
+    for (let p = after(); p < this.nPages; p++) {
+      if (!this.used[p]) return this.take(p);
+    }
+    throw new Error('decoder: internal error, no free KV page after compaction');
+  }
+
+  private take(p: number): number {
+    this.used[p] = 1;
+    this.nUsed++;
+    return p;
+  }
+
+  /** Slides used pages down in address order, so each sequence's page list stays ascending. */
+  private compact(): void {
+    this.compactions++;
+    const w = PAGE * 2 * this.model.D;
+    const dest = new Int32Array(this.nPages).fill(-1);
+    let n = 0;
+    for (let p = 0; p < this.nPages; p++) {
+      if (!this.used[p]) continue;
+      if (p !== n) for (const a of this.pool) a.copyWithin(n * w, p * w, (p + 1) * w);
+      dest[p] = n++;
+    }
+    for (const s of this.seqs.values()) s.pages = s.pages.map((p) => dest[p]);
+    this.used.fill(0);
+    this.used.fill(1, 0, n);
+  }
+
+  private grow(pages: number): void {
+    this.grows++;
+    const w = PAGE * 2 * this.model.D;
+    this.pool = this.pool.map((old) => {
+      const a = this.model.alloc(pages * w);
+      a.set(old);
       return a;
     });
-    this.arenaRows = rows;
+    const used = new Uint8Array(pages);
+    used.set(this.used);
+    this.used = used;
+    this.nPages = pages;
   }
 }
 
 /** A continuous-batching decoder over any model kind (same as model.decoder()). */
 export function createDecoder<T extends FloatArray>(model: BaseModel<T>): KvDecoder<T> {
   return new KvDecoder(model);
+}
+
+/** The sequences behind a model's `session(prefix)`: one decoder sequence per (possibly ragged) prefix row, with the
+ * checks both model kinds share. */
+export class SessionRows<T extends FloatArray = Float32Array> {
+  readonly dec: KvDecoder<T>;
+  readonly ids: SeqId[];
+  private closed = false;
+
+  constructor(model: BaseModel<T>, prefix: number[][], private readonly name: string) {
+    const { rows } = tokenBatch(`${name}`, 'prefix', prefix, model.V, { rect: false });
+    this.dec = new KvDecoder(model);
+    this.ids = rows.map((r) => this.dec.open(r));
+  }
+
+  ensureOpen(fn: string): void {
+    if (this.closed) throw new Error(`${this.name}.${fn}: the session is closed`);
+  }
+
+  /** Appends tokens[i] to row i (rows may get different numbers of tokens, including none); returns the rows. */
+  append(tokens: number[][]): number[][] {
+    const fn = `${this.name}.append`;
+    this.ensureOpen('append');
+    if (!Array.isArray(tokens) || tokens.length !== this.ids.length) {
+      throw new Error(`${fn}: tokens must have one row per sequence (${this.ids.length}), got ${Array.isArray(tokens) ? tokens.length : typeof tokens}`);
+    }
+    const rows = tokens.map((r, b) => tokenRow(fn, `tokens[${b}]`, r, this.dec.config.vocabSize, true));
+    rows.forEach((r, i) => this.dec.append(this.ids[i], r));
+    return rows;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const id of this.ids) this.dec.close(id);
+  }
 }

@@ -60,10 +60,21 @@ export function initModel(config: ModelConfig, kind: ModelKind, seed: number, op
     else if (/norm\d?\.weight$|norm_final\.weight$/.test(name)) view.fill(1);
     else {
       const s = /^blocks\.\d+\.(attn_out|mlp\.2)\.weight$/.test(name) ? residStd : std;
-      for (let i = 0; i < view.length; i++) view[i] = rng.normal(0, s);
+      fillNormal(view, s, rng);
     }
   }
   return m;
+}
+
+/** N(0, std) into a, both outputs of each Box-Muller draw used (half the RNG and log/sqrt work of rng.normal(),
+ * which matters for the 124M-parameter official architecture). */
+function fillNormal(a: FloatArray, std: number, rng: Rng): void {
+  for (let i = 0; i < a.length; i += 2) {
+    const r = std * Math.sqrt(-2 * Math.log(rng.uniformOpen()));
+    const th = 2 * Math.PI * rng.uniform();
+    a[i] = r * Math.cos(th);
+    if (i + 1 < a.length) a[i + 1] = r * Math.sin(th);
+  }
 }
 
 function shapeStr(s: number[]): string {

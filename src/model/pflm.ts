@@ -7,15 +7,15 @@ import { Rng } from '../tensor/rng.ts';
 import { backboneBackward, backboneForward } from './backbone.ts';
 import type { BackboneTrace } from './backbone.ts';
 import { BaseModel } from './core.ts';
-import { KvDecoder } from './decoder.ts';
+import { KvDecoder, SessionRows } from './decoder.ts';
 import { staircaseLayout, stairRow } from './masks.ts';
 import { noiseEncoderBackward, noiseEncoderForward } from './noise-encoder.ts';
 import type { NoiseTrace } from './noise-encoder.ts';
 import type { ParamViews } from './params.ts';
-import type { ModelConfig, SeqId, Tensor } from './types.ts';
+import type { ModelConfig, Tensor } from './types.ts';
 import type { ModelOptions } from './ar.ts';
 import { LOGITS_CHUNK_ELEMENTS } from './ar.ts';
-import { checkK, noiseCube, noiseMatrix, tauVector, tokenBatch, tokenRow, toF32 } from './validate.ts';
+import { checkK, noiseCube, noiseMatrix, tauVector, tokenBatch, toF32 } from './validate.ts';
 
 export interface StairTrace<T extends FloatArray> {
   trace: BackboneTrace<T>;
@@ -165,15 +165,13 @@ export class PflmModel<T extends FloatArray = Float32Array> extends BaseModel<T>
 
   /** KV-cache decoding of a (possibly ragged) batch of prefixes. */
   session(prefix: number[][]): PflmSession {
-    const { rows } = tokenBatch('pflm.session', 'prefix', prefix, this.V, { rect: false });
-    const dec = this.decoder();
-    const ids: SeqId[] = rows.map((r) => dec.open(r));
+    const rows = new SessionRows(this, prefix, 'pflm.session');
+    const { dec, ids } = rows;
     const V = this.V;
-    let closed = false;
     return {
       next: (noise: number[][], tau?: number[] | number): Tensor => {
         const fn = 'pflm.session.next';
-        if (closed) throw new Error(`${fn}: the session is closed`);
+        rows.ensureOpen('next');
         const { k } = noiseMatrix(fn, 'noise', noise, ids.length, null, this.config.maxK);
         const tv = tauVector(fn, 'tau', tau, ids.length);
         const res = dec.step(ids, { noise, tau: Array.from(tv) });
@@ -181,19 +179,8 @@ export class PflmModel<T extends FloatArray = Float32Array> extends BaseModel<T>
         res.forEach((l, i) => data.set(l, i * k * V));
         return { shape: [ids.length, k, V], data };
       },
-      append: (tokens: number[][]): void => {
-        const fn = 'pflm.session.append';
-        if (closed) throw new Error(`${fn}: the session is closed`);
-        if (!Array.isArray(tokens) || tokens.length !== ids.length) {
-          throw new Error(`${fn}: tokens must have one row per sequence (${ids.length}), got ${Array.isArray(tokens) ? tokens.length : typeof tokens}`);
-        }
-        const checked = tokens.map((r, b) => tokenRow(fn, `tokens[${b}]`, r, V, true));
-        checked.forEach((r, i) => dec.append(ids[i], r));
-      },
-      close: (): void => {
-        closed = true;
-        for (const id of ids) dec.close(id);
-      },
+      append: (tokens: number[][]): void => { rows.append(tokens); },
+      close: (): void => rows.close(),
     };
   }
 

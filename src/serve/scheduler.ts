@@ -26,8 +26,8 @@ export interface Job {
   penalty: number;
   /**
    * Called after every step in which the sequence emitted tokens (EOS excluded). Returning true ends the sequence
-   * with finish reason 'stop' (a stop sequence matched). Runs inside the loop: it must be quick and must not throw
-   * (a throw cancels the request).
+   * with finish reason 'stop' (a stop sequence matched). Runs inside the loop, so it must be quick; a throw ends the
+   * request with finish reason 'error'.
    */
   onTokens?: (tokens: number[]) => boolean | void;
 }
@@ -299,8 +299,9 @@ export class Scheduler {
       if (emitted.length > 0 && e.job.onTokens) {
         try {
           if (e.job.onTokens(emitted) === true) reason = 'stop';
-        } catch {
-          e.cancelled = true;
+        } catch (err) {
+          this.retire(e, 'error', err);
+          continue;
         }
       }
       if (e.cancelled) reason = 'cancelled';

@@ -34,6 +34,8 @@ export interface ServerOptions {
   /** max_tokens when a request gives none. */
   defaultMaxTokens: number;
   maxPromptTokens: number;
+  /** Most tokens of one sequence, prompt plus completion: bounds the KV cache (2 x blocks x D floats per token). */
+  maxContext: number;
   /** Token ids that end a completion (finish_reason 'stop'). */
   eos: number[];
   /** Largest request body in bytes (default 1 MiB). */
@@ -144,6 +146,9 @@ export function createServer(opts: ServerOptions): KforceServer {
     const p = parseCompletionRequest(req.body, limits);
     checkForModel(p);
     const prompt = resolvePrompt(p.prompt, limits, tokenizer ? (t) => tokenizer.encode(t) : null);
+    if (prompt.length + p.maxTokens > opts.maxContext) {
+      throw badField('max_tokens', `the prompt (${prompt.length} tokens) plus max_tokens (${p.maxTokens}) exceed the context limit of ${opts.maxContext} tokens`);
+    }
     const seed = p.seed ?? randomInt(0, 2 ** 47);
     const text = tokenizer ? new TextStream(tokenizer, p.stop) : null;
     const id = `cmpl-${randomBytes(12).toString('hex')}`;

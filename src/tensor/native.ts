@@ -36,6 +36,7 @@ interface Addon {
   adamw(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, decayMask: Uint8Array | null,
     lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
   readBandwidth(buf: Float32Array, reps: number): number;
+  fmaPeak(ms: number): number;
   misalignment(buf: Float32Array): number;
   info(): { blas: string; threads: number; avx512: boolean };
 }
@@ -158,6 +159,12 @@ export function loadNativeBackend(): { backend: Backend | null; error: string | 
 /** Streaming read (sum) of buf on all native threads, best of `reps`; returns GB/s. For benchmarks. */
 export function readBandwidth(buf: Float32Array, reps: number): number {
   return requireAddon('readBandwidth').readBandwidth(buf, reps);
+}
+
+/** fp32 FMA throughput of all native threads (independent FMA chains for about `ms` ms), GFLOP/s: the compute
+ * peak this machine gives right now (co-tenants included). For benchmarks. */
+export function fmaPeak(ms = 200): number {
+  return requireAddon('fmaPeak').fmaPeak(ms);
 }
 
 /** What OpenBLAS alone does for out = x @ w^T (sgemv for one row, sgemm otherwise); false when built without

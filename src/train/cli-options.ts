@@ -19,7 +19,8 @@ export function addOptimOptions(cmd: Command): Command {
     .option('--eval-every <n>', 'steps between validation passes')
     .option('--eval-seqs <n>', 'validation sequences per pass')
     .option('--ckpt-every <n>', 'steps between checkpoints')
-    .option('--log-every <n>', 'steps between log records');
+    .option('--log-every <n>', 'steps between log records')
+    .option('--stop-at <step>', 'save a checkpoint and stop after this step, as on Ctrl-C (to split a run into sessions)');
 }
 
 export function addModelOptions(cmd: Command): Command {
@@ -45,6 +46,10 @@ export function optimOverrides(o: Opts): Partial<OptimSettings> {
     evalEvery: int(o, 'evalEvery', '--eval-every'), evalSeqs: int(o, 'evalSeqs', '--eval-seqs'),
     ckptEvery: int(o, 'ckptEvery', '--ckpt-every'), logEvery: int(o, 'logEvery', '--log-every'),
   };
+}
+
+export function stopAt(o: Opts): number | undefined {
+  return int(o, 'stopAt', '--stop-at');
 }
 
 export function modelOverrides(o: Opts): Partial<ModelShape> {

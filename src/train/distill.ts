@@ -34,6 +34,7 @@ export type TargetKind = 'inverse-cdf' | 'self-forcing' | 'noise-inversion';
 export interface DistillConfig {
   kind: 'distill';
   data: string;
+  dataTokens: number; // training tokens of the data folder (a rebuilt folder is refused on resume)
   teacher: string; // model file of the teacher
   arTeacher: string | null; // AR model for noise-inversion intervals
   k: number;
@@ -45,6 +46,7 @@ export interface DistillConfig {
 }
 
 export interface DistillOptions {
+  /** Run folder; '{k}' in it is replaced by the student's k. */
   runDir: string;
   data: string;
   teacher: string; // model file or finished run folder
@@ -218,6 +220,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
     if (a !== b) throw new Error(`the teacher's tokenizer (${teacherLoaded.tokenizer}) differs from the data's (${tokSrc})`);
   }
   const { k, kind } = planStage(teacher, meta, opts.k, opts.targets ?? 'auto', opts.teacher);
+  const runDir = opts.runDir.replaceAll('{k}', String(k));
   let arTeacher: ArModel | null = null;
   let arTeacherFile: string | null = null;
   if (kind === 'noise-inversion') {
@@ -243,21 +246,25 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   checkOptim(optim);
   if (kind === 'noise-inversion' && optim.seqLen <= k) throw new Error(`--seq-len must exceed k = ${k} for noise inversion`);
   const wanted: DistillConfig = {
-    kind: 'distill', data: path.resolve(opts.data), teacher: path.resolve(teacherLoaded.file), arTeacher: arTeacherFile && path.resolve(arTeacherFile),
+    kind: 'distill', data: path.resolve(opts.data), dataTokens: meta.splits.train.tokens, teacher: path.resolve(teacherLoaded.file), arTeacher: arTeacherFile && path.resolve(arTeacherFile),
     k, targets: kind, tau: opts.tau ?? null, preset: opts.preset ?? 'small', optim, seed: opts.seed ?? DEFAULT_SEED,
   };
   const explicit: Record<string, unknown> = { ...definedOnly(opts.optim ?? {}) };
   if (opts.seed !== undefined) explicit.seed = opts.seed;
+  if (opts.preset !== undefined) explicit.preset = opts.preset;
   explicit.teacher = wanted.teacher;
   explicit.k = k;
   explicit.targets = kind;
+  explicit.data = wanted.data;
+  explicit.dataTokens = wanted.dataTokens;
+  explicit.tau = wanted.tau;
   const trainReader = new TokenReader(wanted.data, meta, 'train');
   const valReader = new TokenReader(wanted.data, meta, 'val');
-  const { config, resuming } = openRun(opts.runDir, wanted, explicit, Boolean(opts.fresh));
+  const { config, resuming } = openRun(runDir, wanted, explicit, Boolean(opts.fresh));
   const o = config.optim;
   const S = o.seqLen, B = o.batchSize;
   const sampler = new BatchSampler(trainReader, S, config.seed);
-  fs.copyFileSync(tokSrc, path.join(opts.runDir, TOKENIZER_FILE));
+  fs.copyFileSync(tokSrc, path.join(runDir, TOKENIZER_FILE));
 
   // ---- held-out problems: fixed contexts, noise and targets --------------------------------------------------
   const heldRng = new Rng(config.seed).fork('held-out');
@@ -271,10 +278,10 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   let student: PflmModel;
   let opt: AdamW;
   let state: TrainState;
-  const ckpt = resuming ? await loadCheckpoint(opts.runDir) : null;
+  const ckpt = resuming ? await loadCheckpoint(runDir) : null;
   if (ckpt) {
     if (ckpt.model.kind !== 'pflm' || ckpt.model.config.maxK !== k || ckpt.model.V !== teacher.V) {
-      throw new Error(`${opts.runDir}: checkpoint holds a ${ckpt.model.kind} model (k = ${ckpt.model.config.maxK}, ` +
+      throw new Error(`${runDir}: checkpoint holds a ${ckpt.model.kind} model (k = ${ckpt.model.config.maxK}, ` +
         `V = ${ckpt.model.V}), expected a PFLM with k = ${k}, V = ${teacher.V}`);
     }
     student = ckpt.model as PflmModel;
@@ -294,7 +301,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   }
   const rng = Rng.fromState(state.rng!);
   const grads = opt.grads;
-  const logFile = path.join(opts.runDir, LOG_FILE);
+  const logFile = path.join(runDir, LOG_FILE);
   JsonlLog.truncateAfter(logFile, state.step);
   const log = new JsonlLog(logFile);
   const stop = new StopSignal();
@@ -308,7 +315,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
       lastHeld = h;
       log.write({ event: 'eval', step: 0, slotLoss: h.loss, slotAcc: h.acc });
     } else {
-      progress.message(`resuming ${opts.runDir} at step ${state.step}/${o.steps}`);
+      progress.message(`resuming ${runDir} at step ${state.step}/${o.steps}`);
     }
     let stopped = false;
     let sessionStart = Date.now();
@@ -350,7 +357,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
         extra: lastHeld ? `held-out acc ${fmtSlots(lastHeld.acc)}` : '',
       });
       await tick();
-      const halt = stop.requested || (opts.stopAtStep !== undefined && step >= opts.stopAtStep && step < o.steps);
+      const halt = stop.requested || (step === opts.stopAtStep && step < o.steps);
       if (step % o.ckptEvery === 0 || step === o.steps || halt) {
         state.elapsed += (Date.now() - sessionStart) / 1000;
         sessionStart = Date.now();
@@ -358,21 +365,21 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
         state.rng = rng.state();
         state.data = { ...sampler.pos };
         state.tokensSeen = sampler.tokensSeen();
-        await saveCheckpoint(opts.runDir, student, opt, state);
+        await saveCheckpoint(runDir, student, opt, state);
       }
       if (halt) { stopped = true; break; }
     }
     progress.stop();
-    const modelPath = path.join(opts.runDir, MODEL_FILE);
-    if (!stopped) await saveModelFile(modelPath, student, { tokenizer: path.join(opts.runDir, TOKENIZER_FILE) });
+    const modelPath = path.join(runDir, MODEL_FILE);
+    if (!stopped) await saveModelFile(modelPath, student, { tokenizer: path.join(runDir, TOKENIZER_FILE) });
     const result: DistillResult = {
-      kind: 'distill', runDir: opts.runDir, model: modelPath, tokenizer: path.join(opts.runDir, TOKENIZER_FILE), k,
+      kind: 'distill', runDir, model: modelPath, tokenizer: path.join(runDir, TOKENIZER_FILE), k,
       targets: config.targets, params: student.layout.total, config: student.config, steps: state.step,
       completed: !stopped, tokens: sampler.tokensSeen(), wallSeconds: state.elapsed,
       heldOutStart: (state.metrics.heldOutStart as SlotStats | undefined) ?? null, heldOut: lastHeld,
       backend: getBackend().name,
     };
-    if (!stopped) writeResult(opts.runDir, result);
+    if (!stopped) writeResult(runDir, result);
     return result;
   } finally {
     progress.stop();

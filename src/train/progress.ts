@@ -52,6 +52,7 @@ export interface ProgressValues {
 export class Progress {
   private bar: cliProgress.SingleBar | null = null;
   private lastLine = 0;
+  private lastDraw = 0;
 
   constructor(private readonly label: string, private readonly total: number, start: number,
     private readonly every: number, private readonly quiet: boolean) {
@@ -61,6 +62,8 @@ export class Progress {
         stream: process.stderr,
         hideCursor: true,
         etaBuffer: 50,
+        fps: 4,
+        synchronousUpdate: false,
       }, cliProgress.Presets.shades_classic);
       this.bar.start(total, start, { loss: '-', val: '-', tps: '-', extra: '' });
     }
@@ -71,7 +74,14 @@ export class Progress {
       loss: v.loss.toFixed(4), val: v.val == null ? '-' : v.val.toFixed(4), tps: Math.round(v.tokPerSec),
       extra: v.extra ?? '',
     };
-    if (this.bar) this.bar.update(step, payload);
+    if (this.bar) {
+      // Redrawing on every step costs real time on a slow terminal; a few frames a second is enough.
+      const now = Date.now();
+      if (now - this.lastDraw >= 250 || step === this.total) {
+        this.lastDraw = now;
+        this.bar.update(step, payload);
+      }
+    }
     else if (!this.quiet && (step - this.lastLine >= this.every || step === this.total)) {
       this.lastLine = step;
       process.stderr.write(`${this.label} step ${step}/${this.total} loss ${payload.loss} val ${payload.val} ` +

@@ -24,6 +24,7 @@ import { saveModelFile } from './model-io.ts';
 export interface TrainArConfig {
   kind: 'ar';
   data: string; // absolute path of the data folder
+  dataTokens: number; // training tokens of that folder: a rebuilt folder would shift the data position
   preset: string | null;
   model: ModelShape;
   optim: OptimSettings;
@@ -39,7 +40,7 @@ export interface TrainArOptions {
   seed?: number;
   fresh?: boolean;
   quiet?: boolean;
-  /** Test hook: stop (saving a checkpoint, as on Ctrl-C) once this many steps are done. */
+  /** Stop (saving a checkpoint, as on Ctrl-C) once this many steps are done; the run resumes from there. */
   stopAtStep?: number;
 }
 
@@ -81,9 +82,10 @@ function resolveConfig(opts: TrainArOptions): { config: TrainArConfig; explicit:
   const optim = { ...preset.teacher, ...definedOnly(opts.optim ?? {}) };
   const explicit: Record<string, unknown> = { ...definedOnly(opts.model ?? {}), ...definedOnly(opts.optim ?? {}) };
   if (opts.seed !== undefined) explicit.seed = opts.seed;
+  if (opts.preset !== undefined) explicit.preset = opts.preset;
   if (opts.data !== undefined) explicit.data = path.resolve(opts.data);
   return {
-    config: { kind: 'ar', data: path.resolve(opts.data), preset: opts.preset ?? 'small', model, optim, seed: opts.seed ?? DEFAULT_SEED },
+    config: { kind: 'ar', data: path.resolve(opts.data), dataTokens: 0, preset: opts.preset ?? 'small', model, optim, seed: opts.seed ?? DEFAULT_SEED },
     explicit,
   };
 }
@@ -107,6 +109,8 @@ export async function trainAr(opts: TrainArOptions): Promise<TrainArResult> {
   checkShape(wanted.model);
   checkOptim(wanted.optim);
   const meta = readMeta(wanted.data);
+  wanted.dataTokens = meta.splits.train.tokens;
+  explicit.dataTokens = meta.splits.train.tokens;
   const tokSrc = path.join(wanted.data, meta.tokenizer);
   if (!fs.existsSync(tokSrc)) throw new Error(`data folder ${wanted.data} has no ${meta.tokenizer}`);
   const trainReader = new TokenReader(wanted.data, meta, 'train');
@@ -194,7 +198,7 @@ export async function trainAr(opts: TrainArOptions): Promise<TrainArResult> {
       }
       progress.update(step, { loss, val: lastVal, tokPerSec: tps, extra: `lr ${lr.toExponential(2)}` });
       await tick();
-      const halt = stop.requested || (opts.stopAtStep !== undefined && step >= opts.stopAtStep && step < o.steps);
+      const halt = stop.requested || (step === opts.stopAtStep && step < o.steps);
       if (step % o.ckptEvery === 0 || step === o.steps || halt) {
         state.elapsed += (Date.now() - sessionStart) / 1000;
         sessionStart = Date.now();

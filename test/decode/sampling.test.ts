@@ -116,3 +116,17 @@ test('applyFrequencyPenalty and recommendedPenalty', () => {
   assert.deepEqual([1, 2, 3, 4].map(recommendedPenalty), [0, 0.25, 0.45, 0.5]);
   assert.throws(() => c.add(3), /outside/);
 });
+
+test('sampleSoftmax equals inverseCdf(softmax64) exactly, at every uniform and temperature', async () => {
+  const { sampleSoftmax } = await import('../../src/decode/sampling.ts');
+  const noise = new NoiseStream(1);
+  for (let trial = 0; trial < 200; trial++) {
+    const V = 2 + (trial % 50);
+    const l = new Float32Array(V).map(() => (noise.next() - 0.5) * 10);
+    const T = 0.3 + noise.next() * 2;
+    const u = noise.next();
+    assert.equal(sampleSoftmax(l, T, u), inverseCdf(softmax64(l, T), u));
+  }
+  assert.equal(sampleSoftmax(new Float32Array([0, 0]), 1, 1), 1);
+  assert.throws(() => sampleSoftmax(new Float32Array([0, NaN]), 1, 0.5), /NaN/);
+});

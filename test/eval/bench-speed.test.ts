@@ -58,3 +58,10 @@ test('kforce bench speed --json on a tiny random model: last line is the JSON re
   assert.ok(md.includes('<!-- kforce:speed-random-5:begin -->') && md.includes('Command: `kforce bench speed --random-weights'));
   assert.ok(readFileSync(join(out, 'speed.svg'), 'utf8').startsWith('<svg'));
 });
+
+test('kvMemoryEstimate: doubling segments, two decoders, growth slack', async () => {
+  const { kvMemoryEstimate } = await import('../../src/eval/bench-speed.ts');
+  // 132 rows -> 256-row segments; 12 blocks of K and V rows of 768 floats.
+  assert.equal(kvMemoryEstimate({ ...cfg, nBlocks: 12, hiddenSize: 768 }, 64, 132), 4 * 64 * 256 * 12 * 2 * 768 * 4);
+  assert.equal(kvMemoryEstimate(cfg, 1, 3), 4 * 16 * 1 * 2 * 16 * 4);
+});

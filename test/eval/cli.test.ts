@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeFixture, type Fixture } from './fixture.ts';
+import { runDemo } from '../../src/eval/demo.ts';
 
 let fx: Fixture;
 before(async () => {
@@ -51,4 +52,14 @@ test('kforce bench quality: teacher, PFLM k=1..2 with and without penalty, judge
   assert.equal(j.rows[2].slotAgreement.length, 2);
   assert.ok(readFileSync(join(out, 'quality-ppl.svg'), 'utf8').startsWith('<svg'));
   assert.ok(readFileSync(join(fx.root, 'RESULTS.md'), 'utf8').includes('<!-- kforce:quality:begin -->'));
+});
+
+test('demo with a model folder: both models continue every prompt, then the speed table', async () => {
+  const out: string[] = [];
+  await runDemo({ models: fx.models, prompts: ['the cat', 'a dog'], newTokens: 6, batches: [1, 2], log: () => {}, print: (m) => out.push(m) });
+  const text = out.join('\n');
+  assert.equal(text.match(/^Prompt: /gm)!.length, 2);
+  assert.equal(text.match(/^ {2}AR \(1 token per forward pass, 6 passes\)/gm)!.length, 2);
+  assert.equal(text.match(/^ {2}PFLM k=2 \(2 tokens per forward pass, 3 passes\)/gm)!.length, 2);
+  assert.ok(/^ {4}2 +PFLM k=2 /m.test(text), text);
 });

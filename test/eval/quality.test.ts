@@ -3,7 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { inverseCdf, softmax64 } from '../../src/decode/sampling.ts';
-import { pflmFor, qualityCharts, qualityMarkdown, runQualityBench, teacherSlotAgreement } from '../../src/eval/bench-quality.ts';
+import {
+  pflmFor, qualityCharts, qualityMarkdown, runQualityBench, teacherAgreementAndNll, teacherSlotAgreement,
+} from '../../src/eval/bench-quality.ts';
+import { generate } from '../../src/decode/generate.ts';
 import { logProbAt } from '../../src/eval/metrics.ts';
 import { scoreContinuations } from '../../src/eval/score.ts';
 import { ToyDecoder } from '../decode/toy-decoder.ts';
@@ -82,4 +85,19 @@ test('a PFLM that is not the teacher disagrees, and penalty rows are added for k
   assert.deepEqual(a.totals, [12, 12]);
   assert.throws(() => pflmFor([new ToyDecoder('pflm', V, 2)], 3), /no PFLM can generate k = 3/);
   assert.throws(() => runQualityBench({ teacher, judge: teacher, pflms: [new ToyDecoder('pflm', V, 2)] }, { prompts, newTokens: 4, ks: [3] }), /outside/);
+});
+
+test('one-pass agreement equals the full-rollout definition; its NLL equals plain scoring', () => {
+  const teacher = new ToyDecoder('ar', V, 0, 1.5);
+  // A PFLM close to the teacher (so blocks agree for a few slots and then leave) and one unrelated to it.
+  for (const student of [new PerfectPflm(4), new ToyDecoder('pflm', V, 4, 1.5)]) {
+    for (const k of [1, 2, 3, 4]) {
+      const samples = generate(student, prompts, { maxNewTokens: 11, seed: 2, k, penalty: 1.5 }).tokens;
+      const fast = teacherAgreementAndNll(teacher, prompts, samples, k, 2, 1, 2);
+      const ref = teacherSlotAgreement(teacher, prompts, samples, k, 2, 1);
+      assert.deepEqual(fast.agree.matches, ref.matches, `k=${k}`);
+      assert.deepEqual(fast.agree.totals, ref.totals, `k=${k}`);
+      assert.deepEqual(fast.nll, scoreContinuations(teacher, prompts, samples));
+    }
+  }
 });

@@ -1,6 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inferConfig, loadModel, saveModel, CONFIG_METADATA_KEY } from '../../src/io/model-file.ts';
@@ -9,6 +9,7 @@ import { roundToHalf } from '../../src/io/dtypes.ts';
 import { initModel, modelTensors } from '../../src/model/factory.ts';
 import type { PflmModel } from '../../src/model/pflm.ts';
 import type { Tensor } from '../../src/model/types.ts';
+import { f32Bytes, PickleWriter, torchZip } from './pickle-writer.ts';
 
 const FIX = 'test/fixtures';
 const dir = mkdtempSync(join(tmpdir(), 'kforce-model-'));
@@ -116,7 +117,7 @@ test('unexpected names, wrong shapes and inconsistent metadata are refused with 
   extra.set('blocks.0.attn.bias', { shape: [4], data: new Float32Array(4) });
   const pe = join(dir, 'extra.safetensors');
   await writeSafetensors(pe, extra);
-  await assert.rejects(loadModel(pe), /loadModel .*extra\.safetensors: buildModel .*unexpected tensors: blocks\.0\.attn\.bias/);
+  await assert.rejects(loadModel(pe), /loadModel .*extra\.safetensors \(ar, V=37, D=48, H=2, blocks=2\): unexpected tensors: blocks\.0\.attn\.bias/);
 
   const wrong = new Map(st);
   wrong.set('blocks.1.mlp.0.bias', { shape: [191], data: new Float32Array(191) });
@@ -138,4 +139,20 @@ test('unexpected names, wrong shapes and inconsistent metadata are refused with 
   await assert.rejects(loadModel(pj), /metadata kforce_config is not valid JSON/);
   await assert.rejects(loadModel(join(FIX, 'tiny-ar.safetensors'), { maskIndex: 37 }), /maskIndex 37 is outside \[0, 37\)/);
   await assert.rejects(loadModel(join(dir, 'nothing.ckpt')), /cannot open/);
+});
+
+test('checkpoint path: names outside the architecture are reported with the file', async () => {
+  const t = (key: string, shape: number[]) => (w: PickleWriter) => w.tensor({ storageType: 'FloatStorage', key,
+    numel: shape.reduce((a, b) => a * b, 1), offset: 0, shape, stride: shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1)) });
+  const pkl = new PickleWriter().emptyDict().item('state_dict', (w) => w.emptyDict()
+    .item('backbone.vocab_embed.embedding', t('0', [5, 4]))
+    .item('backbone.rotary_emb.inv_freq', t('1', [1]))
+    .item('backbone.blocks.0.adaLN_modulation.weight', t('2', [24, 4]))).finish();
+  const p = join(dir, 'adaln.ckpt');
+  writeFileSync(p, torchZip(pkl, { 0: f32Bytes(new Array(20).fill(0)), 1: f32Bytes([1]), 2: f32Bytes(new Array(96).fill(0)) }));
+  await assert.rejects(loadModel(p), (e: Error) => {
+    assert.match(e.message, /^loadModel .*adaln\.ckpt: buildModel \(ar, V=5, D=4, H=2, blocks=1\): missing tensors: blocks\.0\.norm1\.weight/);
+    assert.match(e.message, /unexpected tensors: blocks\.0\.adaLN_modulation\.weight/);
+    return true;
+  });
 });

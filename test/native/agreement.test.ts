@@ -16,6 +16,7 @@ test('linear agrees with the TypeScript backend', { skip }, () => {
   const rng = new Rng(1);
   const shapes: Array<[number, number, number]> = [
     [1, 768, 64], [3, 17, 5], [8, 16, 2], [9, 100, 33], [17, 1, 3], [20, 15, 7], [64, 96, 31], [2, 3072, 9],
+    [6, 50, 13], [37, 1000, 13], // streaming tiles with N tails; K chunked in the many-row path
   ];
   for (const [M, K, N] of shapes) {
     for (const withBias of [false, true]) {

@@ -11,7 +11,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 
 test('kforce serve drains the running request on SIGTERM and exits 0', async () => {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--random', 'pflm', '--blocks', '1',
-    '--hidden', '16', '--heads', '2', '--vocab', '64', '--max-k', '2', '--port', '0', '--max-tokens', '5000'],
+    '--hidden', '16', '--heads', '2', '--vocab', '64', '--max-k', '2', '--port', '0', '--max-tokens', '5000', '--max-context', '5010'],
   { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KFORCE_BACKEND: 'ts' } });
   let stderr = '';
   proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

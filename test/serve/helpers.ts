@@ -25,6 +25,7 @@ export async function startServer(model: Model, opts: Partial<Omit<ServerOptions
     maxTokens: 100_000,
     defaultMaxTokens: 16,
     maxPromptTokens: 64,
+    maxContext: 100_010,
     eos: [],
     ...opts,
   });

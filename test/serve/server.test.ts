@@ -223,6 +223,7 @@ describe('validation', () => {
       [{ prompt: Array.from({ length: 65 }, () => 1) }, 'prompt', /65 tokens exceed the limit of 64/],
       [{ prompt: 'hello' }, 'prompt', /tokenizer/],
       [{ prompt: [1], max_tokens: 100_001 }, 'max_tokens', /between 1 and 100000/],
+      [{ prompt: Array.from({ length: 20 }, () => 1), max_tokens: 99_995 }, 'max_tokens', /prompt \(20 tokens\) plus max_tokens \(99995\) exceed the context limit of 100010/],
       [{ prompt: [1], max_tokens: 0 }, 'max_tokens', /between/],
       [{ prompt: [1], max_tokens: '5' }, 'max_tokens', /integer/],
       [{ prompt: [1], temperature: 'hot' }, 'temperature', /number/],

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { distill, distillChain } from '../../train/distill.ts';
 import type { DistillResult, TargetKind } from '../../train/distill.ts';
 import { PRESETS } from '../../train/presets.ts';
-import { addOptimOptions, optimOverrides, runDirOf } from '../../train/cli-options.ts';
+import { addOptimOptions, optimOverrides, runDirOf, stopAt } from '../../train/cli-options.ts';
 import { intList, intOption, rangeOption } from '../../train/cli-util.ts';
 
 const TARGETS = ['auto', 'inverse-cdf', 'self-forcing', 'noise-inversion'];
@@ -23,25 +23,26 @@ export function registerDistill(program: Command): void {
     .requiredOption('--teacher <model>', 'teacher model file or finished run folder (AR for k=1 and for --schedule)')
     .option('--k <n>', 'student k (default: 1 from an AR teacher, double the teacher\'s k from a PFLM)')
     .option('--schedule <list>', 'distil a chain, e.g. 1,2,4 (each stage in runs/<run>-k<k>)')
-    .option('--run <name>', 'run name (runs/<name>) or folder; with --schedule, the prefix of the stage runs')
+    .option('--run <name>', 'run name (runs/<name>) or folder, \'{k}\' standing for k (default pflm-k{k}); with --schedule, ' +
+      'the prefix of the stage runs (default pflm)')
     .option('--targets <kind>', `${TARGETS.join(' | ')} (noise-inversion: the paper's ablation baseline)`, 'auto')
     .option('--ar-teacher <model>', 'AR model for noise-inversion targets when --teacher is a PFLM')
     .option('--tau <lo:hi>', 'tau conditioning: draw each sequence\'s temperature uniformly in [lo, hi]')
-    .option('--preset <name>', `recipe: ${Object.keys(PRESETS).join(', ')}`, 'small')
+    .option('--preset <name>', `recipe: ${Object.keys(PRESETS).join(', ')} (default: small)`)
     .option('--seed <n>', 'seed of the noise, the noise-encoder initialisation and the data order')
     .option('--fresh', 'discard existing runs of that name and start over')
     .option('--quiet', 'no progress output')
     .option('--json', 'print the result(s) as one JSON line');
   addOptimOptions(cmd);
-  cmd.action(async (o: Record<string, string | boolean | undefined>) => {
+  cmd.action(async (o: Record<string, string | boolean | undefined>, c: Command) => {
     const targets = String(o.targets);
     if (!TARGETS.includes(targets)) throw new Error(`--targets must be one of ${TARGETS.join(', ')}, got '${targets}'`);
     const common = {
       data: String(o.data), targets: targets as 'auto' | TargetKind,
       tau: o.tau === undefined ? null : rangeOption('--tau', String(o.tau)),
-      preset: String(o.preset), optim: optimOverrides(o),
+      preset: c.getOptionValueSource('preset') === 'cli' ? String(o.preset) : undefined, optim: optimOverrides(o),
       seed: o.seed === undefined ? undefined : intOption('--seed', o.seed),
-      fresh: Boolean(o.fresh), quiet: Boolean(o.quiet),
+      fresh: Boolean(o.fresh), quiet: Boolean(o.quiet), stopAtStep: stopAt(o),
     };
     let results: DistillResult[];
     if (o.schedule !== undefined) {
@@ -53,7 +54,7 @@ export function registerDistill(program: Command): void {
     } else {
       const k = o.k === undefined ? undefined : intOption('--k', o.k, 1);
       results = [await distill({
-        ...common, runDir: runDirOf(String(o.run ?? `pflm-k${k ?? 'auto'}`)), teacher: String(o.teacher), k,
+        ...common, runDir: runDirOf(String(o.run ?? 'pflm-k{k}')), teacher: String(o.teacher), k,
         arTeacher: o.arTeacher === undefined ? undefined : String(o.arTeacher),
       })];
     }

@@ -55,19 +55,21 @@ export function registerGenerate(program: Command): void {
         labels.push(t);
       }
       for (const s of o.ids ?? []) {
-        prompts.push(parseIds(s, V));
-        labels.push(s);
+        const ids = parseIds(s, V);
+        prompts.push(ids);
+        labels.push(tok ? tok.decode(ids, { skipSpecial: true }) : ids.join(' '));
       }
       if (prompts.length === 0) {
         // No prompt: start from BOS alone (or token 0 for id-only models), like unconditional sampling.
         prompts.push([tok ? tok.bosId : 0]);
-        labels.push('');
+        labels.push(tok ? '' : '0');
       }
       const maxNewTokens = intOption('--max-new-tokens', o.maxNewTokens, 1);
       const dec = model.decoder();
       const stream = o.stream && !o.json;
       if (o.stream && prompts.length > 1) throw new Error('generate: --stream prints one prompt; give a single prompt');
       const text = tok ? new TextStream(tok, []) : null;
+      if (stream) process.stdout.write(labels[0]);
       const t0 = process.hrtime.bigint();
       const res = generate(dec, prompts, {
         maxNewTokens,
@@ -100,7 +102,7 @@ export function registerGenerate(program: Command): void {
       } else {
         prompts.forEach((_, i) => {
           if (prompts.length > 1) console.log(`--- [${i}] ${labels[i]}`);
-          console.log(tok ? `${labels[i]}${decode(res.tokens[i])}` : decode(res.tokens[i]));
+          console.log(tok ? `${labels[i]}${decode(res.tokens[i])}` : `${labels[i]} | ${decode(res.tokens[i])}`);
         });
       }
       console.error(`${model.kind === 'pflm' ? 'PFLM' : 'AR'}: ${total} tokens in ${res.steps} forward passes, ${seconds.toFixed(2)} s (${(total / seconds).toFixed(1)} tokens/s)`);

@@ -28,6 +28,7 @@ interface ServeFlags {
   maxTokens?: string;
   defaultMaxTokens: string;
   maxPromptTokens?: string;
+  maxContext?: string;
   eos?: string | boolean;
 }
 
@@ -94,9 +95,10 @@ export function registerServe(program: Command): void {
     .option('--port <n>', 'port (0 picks a free one)', '8000')
     .option('--max-batch <n>', 'most sequences per step', '64')
     .option('--max-queue <n>', 'most requests waiting for a slot; beyond that 429', '64')
-    .option('--max-tokens <n>', 'largest max_tokens a request may ask for (default: the model context length, else 1024)')
+    .option('--max-tokens <n>', 'largest max_tokens a request may ask for (default: the context limit - 1)')
     .option('--default-max-tokens <n>', 'max_tokens when a request omits it', '16')
-    .option('--max-prompt-tokens <n>', 'longest prompt in tokens (default: the model context length, else 1024)')
+    .option('--max-prompt-tokens <n>', 'longest prompt in tokens (default: the context limit - 1)')
+    .option('--max-context <n>', 'most tokens of one sequence, prompt plus completion; bounds the KV cache (default: the model context length, else 1024)')
     .option('--eos <ids>', 'comma-separated token ids that end a completion (default: the tokenizer end-of-text id)')
     .option('--no-eos', 'never stop before max_tokens (fixed-length generation, as in benchmarks)')
     .action(async (o: ServeFlags) => {
@@ -111,7 +113,7 @@ export function registerServe(program: Command): void {
       let eos: number[] = [];
       if (typeof o.eos === 'string') eos = o.eos.split(',').map((s) => int('eos', s, 0, cfg.vocabSize - 1));
       else if (o.eos !== false && tokenizer) eos = [tokenizer.eosId];
-      const ctx = cfg.maxSeqLen > 0 ? cfg.maxSeqLen : 1024;
+      const maxContext = o.maxContext === undefined ? (cfg.maxSeqLen > 1 ? cfg.maxSeqLen : 1024) : int('max-context', o.maxContext, 2);
       const name = o.name ?? (o.model ? path.basename(o.model).replace(/\.[^.]+$/, '') : `random-${model.kind}`);
       const server = createServer({
         decoder: model.decoder(),
@@ -121,9 +123,10 @@ export function registerServe(program: Command): void {
         penalty,
         maxBatch: int('max-batch', o.maxBatch, 1),
         maxQueue: int('max-queue', o.maxQueue, 0),
-        maxTokens: o.maxTokens === undefined ? ctx : int('max-tokens', o.maxTokens, 1),
+        maxTokens: o.maxTokens === undefined ? maxContext - 1 : int('max-tokens', o.maxTokens, 1),
         defaultMaxTokens: int('default-max-tokens', o.defaultMaxTokens, 1),
-        maxPromptTokens: o.maxPromptTokens === undefined ? ctx : int('max-prompt-tokens', o.maxPromptTokens, 1),
+        maxPromptTokens: o.maxPromptTokens === undefined ? maxContext - 1 : int('max-prompt-tokens', o.maxPromptTokens, 1),
+        maxContext,
         eos,
       });
       const url = await server.listen(o.host, int('port', o.port, 0, 65535));

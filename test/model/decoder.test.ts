@@ -1,0 +1,66 @@
+// The paged KV decoder under continuous batching: sequences join and leave at random, grow across many pages, and
+// the pool compacts and grows; every returned logit row must equal the full forward of that sequence's tokens.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { initModel } from '../../src/index.ts';
+import { maxRelDiff, TINY, tokenRows, uniforms } from './reference.ts';
+
+const V = TINY.vocabSize;
+
+test('AR: random join/leave schedule over multi-page sequences equals per-sequence full forwards', () => {
+  const ar = initModel({ ...TINY, maxK: 0 }, 'ar', 3, { std: 0.3 });
+  const L = 110;
+  const seqs = tokenRows(12, L, V, 17);
+  const want = seqs.map((r) => ar.logits([r]).data);
+  const dec = ar.decoder();
+  const coin = uniforms(20000, 5);
+  let c = 0;
+  const live = new Map<number, { b: number; n: number }>();
+  let nextSeq = 0;
+  let checked = 0;
+  for (let step = 0; step < 2000 && (nextSeq < 12 || live.size > 0); step++) {
+    if (nextSeq < 12 && (live.size < 2 || coin[c++] < 0.15)) {
+      const n = 1 + Math.floor(coin[c++] * 40);
+      live.set(dec.open(seqs[nextSeq].slice(0, n)), { b: nextSeq, n });
+      nextSeq++;
+    }
+    const ids = [...live.keys()].filter(() => coin[c++] < 0.8);
+    if (ids.length === 0) continue;
+    const out = dec.step(ids);
+    ids.forEach((id, i) => {
+      const st = live.get(id)!;
+      assert.ok(maxRelDiff(out[i], want[st.b].subarray((st.n - 1) * V, st.n * V)) < 1e-6, `seq ${st.b} at ${st.n}`);
+      checked++;
+      const add = Math.min(L - st.n, 1 + Math.floor(coin[c++] * 4));
+      if (add === 0 || coin[c++] < 0.01) { dec.close(id); live.delete(id); return; }
+      dec.append(id, seqs[st.b].slice(st.n, st.n + add));
+      st.n += add;
+    });
+  }
+  assert.ok(checked > 200, `checked ${checked}`);
+  const st = dec.stats();
+  assert.ok(st.grows >= 2 && st.compactions >= 1, JSON.stringify(st));
+});
+
+test('PFLM: transient noise rows at page boundaries, uneven pending tokens, compaction', () => {
+  const pf = initModel(TINY, 'pflm', 4, { std: 0.3 });
+  const dec = pf.decoder();
+  const rows = tokenRows(5, 120, V, 23);
+  const ids = rows.map((r, b) => dec.open(r.slice(0, 29 + b)));
+  const lens = rows.map((_, b) => 29 + b);
+  for (let step = 0; step < 12; step++) {
+    if (step === 5) { dec.close(ids[1]); }
+    const active = ids.filter((_, b) => !(step >= 5 && b === 1));
+    const noise = active.map((_, i) => uniforms(4, 100 * step + i).slice(0, 1 + ((step + i) % 4)));
+    const out = dec.step(active, { noise });
+    active.forEach((id, i) => {
+      const b = ids.indexOf(id);
+      const ref = pf.session([rows[b].slice(0, lens[b])]).next([noise[i]]).data;
+      assert.ok(maxRelDiff(out[i], ref) < 1e-6, `seq ${b} step ${step}`);
+      const add = 1 + ((step * 3 + b) % 7);
+      dec.append(id, rows[b].slice(lens[b], lens[b] + add));
+      lens[b] += add;
+    });
+  }
+  assert.ok(dec.stats().usedPages <= dec.stats().pages);
+});
