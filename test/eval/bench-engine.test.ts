@@ -32,11 +32,12 @@ test('runEngineBench on tiny configurations: every figure measured, table and JS
 test('engineRows: percentages and target verdicts', () => {
   const rows = engineRows({
     backend: 'x', trainStepSeconds: 0.3, gemmGflops: { '512x768x3072': 185 }, blasGflops: { '512x768x3072': 190 },
-    decodeStepMs: 20, decodeBoundMs: 15, bandwidthGBs: 33, decodeWeightBytes: 494e6, machine: 'm',
+    decodeStepMs: 20, decodeBoundMs: 15, bandwidthGBs: 33, peakGflops: 440, decodeWeightBytes: 494e6, machine: 'm',
   });
   assert.deepEqual(rows[0], ['train step (s)', 0.3, '<= 0.6', '200%', 'yes']);
   assert.equal(rows[1][4], 'yes');
-  assert.equal(rows[1][2], 'peak 231, OpenBLAS 190.0; target >= 170');
+  assert.equal(rows[1][3], '42%'); // 185 of the measured 440 GFLOP/s peak
+  assert.equal(rows[1][2], 'peak 440, OpenBLAS 190.0; target >= 170');
   const last = rows[rows.length - 1];
   assert.equal(last[3], '75%');
   assert.equal(last[4], 'yes'); // 20 <= 15 / 0.7 = 21.4
