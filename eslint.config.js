@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'build/**', 'node_modules/**', 'runs/**', 'models/**', 'native/**'] },
+  { ignores: ['.tmp/**', '.gl/**', 'dist/**', 'build/**', 'node_modules/**', 'runs/**', 'models/**', 'native/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
