@@ -53,12 +53,10 @@ export function applyFrequencyPenalty(logits: Float32Array, counts: TokenCounts,
 
 // ---- distributions --------------------------------------------------------------------------------------------
 
-/** softmax(logits / temperature) in float64 (max-subtracted). Throws when the row holds NaN or infinities. */
-export function softmax64(logits: ArrayLike<number>, temperature = 1, out?: Float64Array): Float64Array {
-  if (!(temperature > 0)) throw new Error(`softmax64: temperature must be > 0, got ${temperature}`);
+/** e[v] = exp(logits[v] / temperature - max) in float64; returns the sum Z. The one place both softmax64 and
+ * sampleSoftmax exponentiate, so their probabilities (e_v * (1 / Z)) are bit-identical. */
+function expShifted(logits: ArrayLike<number>, temperature: number, e: Float64Array, op: string): number {
   const V = logits.length;
-  const p = out ?? new Float64Array(V);
-  if (p.length < V) throw new Error(`softmax64: output length ${p.length} < vocabulary ${V}`);
   const invT = 1 / temperature;
   let m = -Infinity;
   for (let v = 0; v < V; v++) {
@@ -67,12 +65,21 @@ export function softmax64(logits: ArrayLike<number>, temperature = 1, out?: Floa
   }
   let z = 0;
   for (let v = 0; v < V; v++) {
-    const e = Math.exp(logits[v] * invT - m);
-    p[v] = e;
-    z += e;
+    const x = Math.exp(logits[v] * invT - m);
+    e[v] = x;
+    z += x;
   }
-  if (!Number.isFinite(z) || !Number.isFinite(m)) throw new Error('softmax64: logits contain NaN or infinite values');
-  const invZ = 1 / z;
+  if (!Number.isFinite(z) || !Number.isFinite(m)) throw new Error(`${op}: logits contain NaN or infinite values`);
+  return z;
+}
+
+/** softmax(logits / temperature) in float64 (max-subtracted). Throws when the row holds NaN or infinities. */
+export function softmax64(logits: ArrayLike<number>, temperature = 1, out?: Float64Array): Float64Array {
+  if (!(temperature > 0)) throw new Error(`softmax64: temperature must be > 0, got ${temperature}`);
+  const V = logits.length;
+  const p = out ?? new Float64Array(V);
+  if (p.length < V) throw new Error(`softmax64: output length ${p.length} < vocabulary ${V}`);
+  const invZ = 1 / expShifted(logits, temperature, p, 'softmax64');
   for (let v = 0; v < V; v++) p[v] *= invZ;
   return p;
 }
@@ -160,20 +167,7 @@ export function sampleSoftmax(logits: Float32Array, temperature: number, u: numb
   if (!(u > 0 && u <= 1)) throw new Error(`sampleSoftmax: uniform must be in (0, 1], got ${u}`);
   const V = logits.length;
   const e = scratch && scratch.length >= V ? scratch : new Float64Array(V);
-  const invT = 1 / temperature;
-  let m = -Infinity;
-  for (let v = 0; v < V; v++) {
-    const x = logits[v] * invT;
-    if (x > m) m = x;
-  }
-  let z = 0;
-  for (let v = 0; v < V; v++) {
-    const x = Math.exp(logits[v] * invT - m);
-    e[v] = x;
-    z += x;
-  }
-  if (!Number.isFinite(z) || !Number.isFinite(m)) throw new Error('sampleSoftmax: logits contain NaN or infinite values');
-  const invZ = 1 / z;
+  const invZ = 1 / expShifted(logits, temperature, e, 'sampleSoftmax');
   let c = 0;
   for (let v = 0; v < V; v++) {
     c += e[v] * invZ;

@@ -3,6 +3,7 @@
 import type { AttentionMask, Backend } from '../../src/tensor/backend.ts';
 import { loadNativeBackend } from '../../src/tensor/native.ts';
 import { Rng } from '../../src/tensor/rng.ts';
+import { maskFromRanges } from '../tensor/util.ts';
 
 const loaded = loadNativeBackend();
 export const native: Backend | null = loaded.backend;
@@ -45,32 +46,11 @@ export function sameBits(a: Float32Array, b: Float32Array): boolean {
   return true;
 }
 
-export function maskOf(rows: Array<Array<[number, number]>>): AttentionMask {
-  const rowPtr = new Int32Array(rows.length + 1);
-  const flat: number[] = [];
-  rows.forEach((rs, i) => {
-    for (const [a, b] of rs) flat.push(a, b);
-    rowPtr[i + 1] = rowPtr[i] + rs.length;
-  });
-  return { rowPtr, ranges: Int32Array.from(flat) };
-}
+// Mask builders are shared with the TypeScript-backend tests: one definition of the staircase layout.
+export { maskFromRanges as maskOf, staircaseMask as staircase } from '../tensor/util.ts';
 
 export function causalMask(n: number): AttentionMask {
-  return maskOf(Array.from({ length: n }, (_, i) => [[0, i + 1]] as Array<[number, number]>));
-}
-
-/** KFORCING.md section 4's training mask: nCtx causal context rows, then per position t, k noise rows that see
- * context [0, t] and noise rows (t, 1..a). */
-export function staircase(nCtx: number, k: number): AttentionMask {
-  const rows: Array<Array<[number, number]>> = [];
-  for (let i = 0; i < nCtx; i++) rows.push([[0, i + 1]]);
-  for (let t = 0; t < nCtx; t++) {
-    for (let a = 1; a <= k; a++) {
-      const base = nCtx + t * k;
-      rows.push([[0, t + 1], [base, base + a]]);
-    }
-  }
-  return maskOf(rows);
+  return maskFromRanges(Array.from({ length: n }, (_, i) => [[0, i + 1]] as Array<[number, number]>));
 }
 
 export { Rng };
