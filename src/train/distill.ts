@@ -25,7 +25,7 @@ import { loadModelSpec, saveModelFile } from './model-io.ts';
 import { distillSettings, getPreset } from './presets.ts';
 import type { OptimSettings } from './presets.ts';
 import { JsonlLog, Progress, StopSignal } from './progress.ts';
-import { checkOptim, LOG_FILE, lrAt, MODEL_FILE, openRun, TOKENIZER_FILE, tick, writeResult } from './run.ts';
+import { checkOptim, LOG_FILE, lrAt, MODEL_FILE, openRun, TOKENIZER_FILE, tick, writeResult, LoopClock } from './run.ts';
 import { readMeta, TokenReader } from './shards.ts';
 import { adamOpts, DEFAULT_SEED, definedOnly } from './train-ar.ts';
 
@@ -318,10 +318,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
       progress.message(`resuming ${runDir} at step ${state.step}/${o.steps}`);
     }
     let stopped = false;
-    let sessionStart = Date.now();
-    let windowTokens = 0;
-    let windowStart = Date.now();
-    let tps = 0;
+    const clock = new LoopClock();
     while (state.step < o.steps) {
       const step = state.step + 1;
       const seqs = sampler.next(B);
@@ -336,15 +333,12 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
       if (Number.isFinite(norm) && Number.isFinite(loss)) opt.step(lr);
       else log.write({ event: 'skip', step, loss, gradNorm: norm });
       state.step = step;
-      windowTokens += B * S;
+      clock.addTokens(B * S);
       if (logging) {
-        const now = Date.now();
-        tps = (windowTokens * 1000) / Math.max(1, now - windowStart);
-        windowTokens = 0;
-        windowStart = now;
+        const tps = clock.closeWindow();
         log.write({
           event: 'train', step, loss, slotLoss: perSlot, slotAcc: batchAcc, lr, gradNorm: norm, tokens: sampler.tokensSeen(), tokPerSec: tps,
-          elapsed: state.elapsed + (now - sessionStart) / 1000,
+          elapsed: state.elapsed + clock.unbanked(),
         });
       }
       if (step % o.evalEvery === 0 || step === o.steps) {
@@ -353,14 +347,13 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
         log.write({ event: 'eval', step, slotLoss: lastHeld.loss, slotAcc: lastHeld.acc });
       }
       progress.update(step, {
-        loss, val: lastHeld ? mean(lastHeld.loss) : null, tokPerSec: tps,
+        loss, val: lastHeld ? mean(lastHeld.loss) : null, tokPerSec: clock.tokPerSec,
         extra: lastHeld ? `held-out acc ${fmtSlots(lastHeld.acc)}` : '',
       });
       await tick();
       const halt = stop.requested || (step === opts.stopAtStep && step < o.steps);
       if (step % o.ckptEvery === 0 || step === o.steps || halt) {
-        state.elapsed += (Date.now() - sessionStart) / 1000;
-        sessionStart = Date.now();
+        state.elapsed += clock.bank();
         state.adamStep = opt.t;
         state.rng = rng.state();
         state.data = { ...sampler.pos };

@@ -77,3 +77,37 @@ export function readResult<R>(runDir: string): R | null {
 export function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
+
+/** Wall-clock bookkeeping of a training loop, shared by `train` and `distill`: tokens/s over the current log window,
+ * and seconds not yet banked into the run's elapsed time (banked at each checkpoint, so resumed runs add up). */
+export class LoopClock {
+  tokPerSec = 0;
+  private sessionStart = Date.now();
+  private windowTokens = 0;
+  private windowStart = Date.now();
+
+  addTokens(n: number): void {
+    this.windowTokens += n;
+  }
+
+  /** Ends the throughput window (on log steps) and returns its tokens/s. */
+  closeWindow(): number {
+    const now = Date.now();
+    this.tokPerSec = (this.windowTokens * 1000) / Math.max(1, now - this.windowStart);
+    this.windowTokens = 0;
+    this.windowStart = now;
+    return this.tokPerSec;
+  }
+
+  /** Seconds since the last bank() (or the start), without banking them. */
+  unbanked(): number {
+    return (Date.now() - this.sessionStart) / 1000;
+  }
+
+  /** Returns the unbanked seconds and starts counting afresh, so each second is banked once. */
+  bank(): number {
+    const s = this.unbanked();
+    this.sessionStart = Date.now();
+    return s;
+  }
+}

@@ -16,7 +16,7 @@ import { getPreset } from './presets.ts';
 import type { ModelShape, OptimSettings } from './presets.ts';
 import { JsonlLog, Progress, StopSignal } from './progress.ts';
 import {
-  checkOptim, LOG_FILE, lrAt, MODEL_FILE, openRun, TOKENIZER_FILE, tick, writeResult,
+  checkOptim, LOG_FILE, lrAt, MODEL_FILE, openRun, TOKENIZER_FILE, tick, writeResult, LoopClock,
 } from './run.ts';
 import { readMeta, TokenReader } from './shards.ts';
 import { saveModelFile } from './model-io.ts';
@@ -166,10 +166,7 @@ export async function trainAr(opts: TrainArOptions): Promise<TrainArResult> {
       progress.message(`resuming ${opts.runDir} at step ${state.step}/${o.steps}`);
     }
     let stopped = false;
-    let sessionStart = Date.now();
-    let windowTokens = 0;
-    let windowStart = Date.now();
-    let tps = 0;
+    const clock = new LoopClock();
     while (state.step < o.steps) {
       const step = state.step + 1;
       const tokens = sampler.next(B);
@@ -180,15 +177,12 @@ export async function trainAr(opts: TrainArOptions): Promise<TrainArResult> {
       if (Number.isFinite(norm) && Number.isFinite(loss)) opt.step(lr);
       else log.write({ event: 'skip', step, loss, gradNorm: norm });
       state.step = step;
-      windowTokens += B * T;
+      clock.addTokens(B * T);
       if (step % o.logEvery === 0 || step === o.steps) {
-        const now = Date.now();
-        tps = (windowTokens * 1000) / Math.max(1, now - windowStart);
-        windowTokens = 0;
-        windowStart = now;
+        const tps = clock.closeWindow();
         log.write({
           event: 'train', step, loss, lr, gradNorm: norm, tokens: sampler.tokensSeen(), tokPerSec: tps,
-          elapsed: state.elapsed + (now - sessionStart) / 1000,
+          elapsed: state.elapsed + clock.unbanked(),
         });
       }
       if (step % o.evalEvery === 0 || step === o.steps) {
@@ -196,12 +190,11 @@ export async function trainAr(opts: TrainArOptions): Promise<TrainArResult> {
         state.metrics.valLoss = lastVal;
         log.write({ event: 'eval', step, valLoss: lastVal, valPpl: Math.exp(lastVal) });
       }
-      progress.update(step, { loss, val: lastVal, tokPerSec: tps, extra: `lr ${lr.toExponential(2)}` });
+      progress.update(step, { loss, val: lastVal, tokPerSec: clock.tokPerSec, extra: `lr ${lr.toExponential(2)}` });
       await tick();
       const halt = stop.requested || (step === opts.stopAtStep && step < o.steps);
       if (step % o.ckptEvery === 0 || step === o.steps || halt) {
-        state.elapsed += (Date.now() - sessionStart) / 1000;
-        sessionStart = Date.now();
+        state.elapsed += clock.bank();
         await save();
       }
       if (halt) { stopped = true; break; }
