@@ -1,17 +1,24 @@
-// Option parsing shared by the training commands: numbers are validated here so a typo fails before any work.
+// Option parsing shared by the commands: numbers are validated here, naming the flag, so a typo fails before any work.
 
 export function numOption(name: string, v: unknown, min = -Infinity, max = Infinity): number {
-  const n = typeof v === 'number' ? v : Number(String(v));
-  if (v === undefined || v === '' || !Number.isFinite(n) || n < min || n > max) {
-    throw new Error(`${name} must be a number in [${min}, ${max}], got '${String(v)}'`);
-  }
+  const n = parseNumber(v);
+  if (n === null || n < min || n > max) throw new Error(`${name} must be a number in [${min}, ${max}], got '${String(v)}'`);
   return n;
 }
 
 export function intOption(name: string, v: unknown, min = -Infinity, max = Infinity): number {
-  const n = numOption(name, v, min, max);
-  if (!Number.isSafeInteger(n)) throw new Error(`${name} must be an integer, got '${String(v)}'`);
+  const n = parseNumber(v);
+  if (n === null || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new Error(`${name} must be an integer in [${min}, ${max}], got '${String(v)}'`);
+  }
   return n;
+}
+
+/** A finite number, or null for anything else (a blank string too: Number('') and Number(' ') are 0). */
+function parseNumber(v: unknown): number | null {
+  if (v === undefined || (typeof v === 'string' && v.trim() === '')) return null;
+  const n = typeof v === 'number' ? v : Number(String(v));
+  return Number.isFinite(n) ? n : null;
 }
 
 /** '1,2,4' -> [1, 2, 4]. */

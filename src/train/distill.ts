@@ -15,19 +15,17 @@ import { stairForward } from '../model/pflm.ts';
 import { stairLossAndGrad } from '../model/loss.ts';
 import { inverseCdfTargetsFlat, noiseInversionIntervalsFlat, selfForcingTargetsFlat } from '../model/targets.ts';
 import type { ModelConfig } from '../model/types.ts';
-import { AdamW } from '../tensor/optim.ts';
 import { Rng } from '../tensor/rng.ts';
 import { getBackend } from '../tensor/select.ts';
 import { BatchSampler, validationBatches } from './batches.ts';
-import { loadCheckpoint, saveCheckpoint } from './checkpoint.ts';
-import type { TrainState } from './checkpoint.ts';
-import { loadModelSpec, saveModelFile } from './model-io.ts';
+import { runLoop, startOrResume } from './loop.ts';
+import type { RunOptions } from './loop.ts';
+import { loadModelSpec } from './model-io.ts';
 import { distillSettings, getPreset } from './presets.ts';
 import type { OptimSettings } from './presets.ts';
-import { JsonlLog, Progress, StopSignal } from './progress.ts';
-import { checkOptim, LOG_FILE, lrAt, MODEL_FILE, openRun, TOKENIZER_FILE, tick, writeResult, LoopClock } from './run.ts';
+import { checkOptim, openRun, TOKENIZER_FILE } from './run.ts';
 import { readMeta, TokenReader } from './shards.ts';
-import { adamOpts, DEFAULT_SEED, definedOnly } from './train-ar.ts';
+import { DEFAULT_SEED, definedOnly } from './train-ar.ts';
 
 export type TargetKind = 'inverse-cdf' | 'self-forcing' | 'noise-inversion';
 
@@ -45,21 +43,14 @@ export interface DistillConfig {
   seed: number;
 }
 
-export interface DistillOptions {
+export interface DistillOptions extends RunOptions {
   /** Run folder; '{k}' in it is replaced by the student's k. */
   runDir: string;
-  data: string;
   teacher: string; // model file or finished run folder
   k?: number; // default: 1 for an AR teacher, 2 * teacher k for a PFLM teacher
   targets?: 'auto' | TargetKind;
   arTeacher?: string; // noise inversion beyond k = 1: the AR model whose CDF inverts the data
   tau?: [number, number] | null;
-  preset?: string;
-  optim?: Partial<OptimSettings>;
-  seed?: number;
-  fresh?: boolean;
-  quiet?: boolean;
-  stopAtStep?: number;
 }
 
 export interface SlotStats {
@@ -274,110 +265,46 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   const heldOut = validationBatches(valReader, S, o.evalSeqs, B)
     .map((seqs) => makeProblem(seqs, seqs.length / S, S, k, config.targets, teacher, arTeacher, heldRng, heldTau));
 
-  // ---- student, optimizer, state -------------------------------------------------------------------------------
-  let student: PflmModel;
-  let opt: AdamW;
-  let state: TrainState;
-  const ckpt = resuming ? await loadCheckpoint(runDir) : null;
-  if (ckpt) {
-    if (ckpt.model.kind !== 'pflm' || ckpt.model.config.maxK !== k || ckpt.model.V !== teacher.V) {
-      throw new Error(`${runDir}: checkpoint holds a ${ckpt.model.kind} model (k = ${ckpt.model.config.maxK}, ` +
-        `V = ${ckpt.model.V}), expected a PFLM with k = ${k}, V = ${teacher.V}`);
-    }
-    student = ckpt.model as PflmModel;
-    opt = new AdamW(student.params, student.newGrads(), adamOpts(o, student));
-    opt.load({ m: ckpt.m, v: ckpt.v, step: ckpt.state.adamStep });
-    state = ckpt.state;
-    sampler.pos = { ...state.data };
-  } else {
-    const cfg: ModelConfig = { ...teacher.config, maxK: k, maxSeqLen: S };
-    student = initModel(cfg, 'pflm', config.seed) as PflmModel;
-    initStudentFromTeacher(student, teacher);
-    opt = new AdamW(student.params, student.newGrads(), adamOpts(o, student));
-    state = {
-      step: 0, adamStep: 0, rng: new Rng(config.seed).fork('noise').state(), data: { epoch: 0, index: 0 },
-      tokensSeen: 0, elapsed: 0, metrics: {},
-    };
-  }
+  // ---- student, optimizer, state, loop -------------------------------------------------------------------------
+  const { model: student, opt, state } = await startOrResume(runDir, resuming, o, sampler,
+    (stored) => {
+      if (stored.kind !== 'pflm' || stored.config.maxK !== k || stored.V !== teacher.V) {
+        throw new Error(`${runDir}: checkpoint holds a ${stored.kind} model (k = ${stored.config.maxK}, ` +
+          `V = ${stored.V}), expected a PFLM with k = ${k}, V = ${teacher.V}`);
+      }
+      return stored;
+    },
+    () => {
+      const cfg: ModelConfig = { ...teacher.config, maxK: k, maxSeqLen: S };
+      const fresh = initModel(cfg, 'pflm', config.seed) as PflmModel;
+      initStudentFromTeacher(fresh, teacher);
+      return fresh;
+    },
+    new Rng(config.seed).fork('noise').state());
   const rng = Rng.fromState(state.rng!);
-  const grads = opt.grads;
-  const logFile = path.join(runDir, LOG_FILE);
-  JsonlLog.truncateAfter(logFile, state.step);
-  const log = new JsonlLog(logFile);
-  const stop = new StopSignal();
-  const progress = new Progress(`distill k=${k}`, o.steps, state.step, o.logEvery, Boolean(opts.quiet));
-  let lastHeld = (state.metrics.heldOut as SlotStats | undefined) ?? null;
   try {
-    if (!resuming || state.metrics.heldOutStart === undefined) {
-      const h = scoreProblems(student, heldOut, k);
-      state.metrics.heldOutStart = h;
-      state.metrics.heldOut = h;
-      lastHeld = h;
-      log.write({ event: 'eval', step: 0, slotLoss: h.loss, slotAcc: h.acc });
-    } else {
-      progress.message(`resuming ${runDir} at step ${state.step}/${o.steps}`);
-    }
-    let stopped = false;
-    const clock = new LoopClock();
-    while (state.step < o.steps) {
-      const step = state.step + 1;
-      const seqs = sampler.next(B);
-      const p = makeProblem(seqs, B, S, k, config.targets, teacher, arTeacher, rng, config.tau);
-      grads.fill(0);
-      const { loss, perSlot } = stairLossAndGrad(student, p.context, B, p.N, p.noise, p.tau, p.targets, grads);
-      const logging = step % o.logEvery === 0 || step === o.steps;
-      // Training-batch accuracy costs one more forward, so only on logged steps (parameters not yet updated).
-      const batchAcc = logging ? scoreProblems(student, [p], k).acc : null;
-      const norm = opt.clipGradNorm(o.clip);
-      const lr = lrAt(step, o);
-      if (Number.isFinite(norm) && Number.isFinite(loss)) opt.step(lr);
-      else log.write({ event: 'skip', step, loss, gradNorm: norm });
-      state.step = step;
-      clock.addTokens(B * S);
-      if (logging) {
-        const tps = clock.closeWindow();
-        log.write({
-          event: 'train', step, loss, slotLoss: perSlot, slotAcc: batchAcc, lr, gradNorm: norm, tokens: sampler.tokensSeen(), tokPerSec: tps,
-          elapsed: state.elapsed + clock.unbanked(),
-        });
-      }
-      if (step % o.evalEvery === 0 || step === o.steps) {
-        lastHeld = scoreProblems(student, heldOut, k);
-        state.metrics.heldOut = lastHeld;
-        log.write({ event: 'eval', step, slotLoss: lastHeld.loss, slotAcc: lastHeld.acc });
-      }
-      progress.update(step, {
-        loss, val: lastHeld ? mean(lastHeld.loss) : null, tokPerSec: clock.tokPerSec,
-        extra: lastHeld ? `held-out acc ${fmtSlots(lastHeld.acc)}` : '',
-      });
-      await tick();
-      const halt = stop.requested || (step === opts.stopAtStep && step < o.steps);
-      if (step % o.ckptEvery === 0 || step === o.steps || halt) {
-        state.elapsed += clock.bank();
-        state.adamStep = opt.t;
-        state.rng = rng.state();
-        state.data = { ...sampler.pos };
-        state.tokensSeen = sampler.tokensSeen();
-        await saveCheckpoint(runDir, student, opt, state);
-      }
-      if (halt) { stopped = true; break; }
-    }
-    progress.stop();
-    const modelPath = path.join(runDir, MODEL_FILE);
-    if (!stopped) await saveModelFile(modelPath, student, { tokenizer: path.join(runDir, TOKENIZER_FILE) });
-    const result: DistillResult = {
-      kind: 'distill', runDir, model: modelPath, tokenizer: path.join(runDir, TOKENIZER_FILE), k,
-      targets: config.targets, params: student.layout.total, config: student.config, steps: state.step,
-      completed: !stopped, tokens: sampler.tokensSeen(), wallSeconds: state.elapsed,
-      heldOutStart: (state.metrics.heldOutStart as SlotStats | undefined) ?? null, heldOut: lastHeld,
-      backend: getBackend().name,
-    };
-    if (!stopped) writeResult(runDir, result);
-    return result;
+    return await runLoop({
+      runDir, resuming, optim: o, sampler, model: student, opt, state, label: `distill k=${k}`, quiet: opts.quiet,
+      stopAtStep: opts.stopAtStep, metric: 'heldOut',
+      evaluate: () => scoreProblems(student, heldOut, k),
+      evalFields: (h) => ({ slotLoss: h.loss, slotAcc: h.acc }),
+      step: (seqs, logging) => {
+        const p = makeProblem(seqs, B, S, k, config.targets, teacher, arTeacher, rng, config.tau);
+        const { loss, perSlot } = stairLossAndGrad(student, p.context, B, p.N, p.noise, p.tau, p.targets, opt.grads);
+        // Training-batch accuracy costs one more forward, so only on logged steps (parameters not yet updated).
+        const batchAcc = logging ? scoreProblems(student, [p], k).acc : null;
+        return { loss, logFields: { slotLoss: perSlot, slotAcc: batchAcc } };
+      },
+      show: (h) => ({ val: h ? mean(h.loss) : null, extra: h ? `held-out acc ${fmtSlots(h.acc)}` : '' }),
+      beforeSave: () => { state.rng = rng.state(); },
+      result: (end): DistillResult => ({
+        kind: 'distill', runDir, model: end.modelPath, tokenizer: end.tokenizerPath, k,
+        targets: config.targets, params: student.layout.total, config: student.config, steps: state.step,
+        completed: end.completed, tokens: sampler.tokensSeen(), wallSeconds: state.elapsed,
+        heldOutStart: end.start, heldOut: end.last, backend: getBackend().name,
+      }),
+    });
   } finally {
-    progress.stop();
-    stop.dispose();
-    log.close();
     trainReader.close();
     valReader.close();
   }

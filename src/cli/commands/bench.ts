@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import type { ModelConfig } from '../../model/types.ts';
 import { getBackend } from '../../tensor/select.ts';
 import { intList, intOption, numOption } from '../../train/cli-util.ts';
+import { addDecodeBenchOptions, addRandomModelOptions, addReportOptions, decodeBenchSettings, randomModelConfig } from '../options.ts';
+import type { DecodeBenchFlags, RandomModelFlags, ReportFlags } from '../options.ts';
 import { Tokenizer } from '../../train/tokenizer.ts';
 import { loadModelFile } from '../../decode/load.ts';
 import { runSpeedBench, speedChart, speedJson, speedMarkdown, speedText, type SpeedModels } from '../../eval/bench-speed.ts';
@@ -43,36 +44,20 @@ function resultsBody(markdown: string, charts: string[], outDir: string, results
   ].join('\n');
 }
 
-interface SpeedFlags {
+interface SpeedFlags extends RandomModelFlags, DecodeBenchFlags, ReportFlags {
   randomWeights?: boolean;
-  blocks: string;
-  hidden: string;
-  heads: string;
-  vocab: string;
-  maxK: string;
   models?: string;
   ar?: string;
   pflm?: string;
-  newTokens: string;
   batch: string;
-  k?: string;
   repeats: string;
   warmup: string;
   promptLength: string;
-  seed: string;
-  out: string;
-  results?: string;
-  json?: boolean;
 }
 
 async function speedModels(o: SpeedFlags): Promise<SpeedModels & { weights: Float32Array; hidden: number }> {
   if (o.randomWeights) {
-    const vocabSize = intOption('--vocab', o.vocab, 2);
-    const cfg: ModelConfig = {
-      nBlocks: intOption('--blocks', o.blocks, 1), hiddenSize: intOption('--hidden', o.hidden, 2),
-      nHeads: intOption('--heads', o.heads, 1), vocabSize, maskIndex: vocabSize - 1,
-      maxK: intOption('--max-k', o.maxK, 1), maxSeqLen: 1024,
-    };
+    const cfg = randomModelConfig(o, true);
     progress(`initialising random weights: ${cfg.nBlocks} blocks, D=${cfg.hiddenSize}, H=${cfg.nHeads}, V=${cfg.vocabSize}`);
     const t0 = Date.now();
     const { ar, pflm } = randomModels(cfg, intOption('--seed', o.seed, 0));
@@ -104,39 +89,29 @@ async function speedModels(o: SpeedFlags): Promise<SpeedModels & { weights: Floa
 }
 
 function registerSpeed(bench: Command): void {
-  bench
+  const cmd = bench
     .command('speed')
     .description('decode throughput of AR vs PFLM k=1..K at several batch sizes, with the roofline prediction (KFORCING.md section 7)')
-    .option('--random-weights', 'benchmark random-weight models of the given shape instead of trained ones')
-    .option('--blocks <n>', 'random weights: blocks', '12')
-    .option('--hidden <n>', 'random weights: hidden size D', '768')
-    .option('--heads <n>', 'random weights: attention heads', '12')
-    .option('--vocab <n>', 'random weights: vocabulary size (with [MASK])', '50258')
-    .option('--max-k <n>', 'random weights: the PFLM\'s maxK', '4')
+    .option('--random-weights', 'benchmark random-weight models of the given shape instead of trained ones');
+  addRandomModelOptions(cmd, 'random weights')
     .option('--models <dir>', `folder with an AR teacher and PFLM(s) (default ${DEFAULT_MODELS})`)
     .option('--ar <file>', 'AR model file')
     .option('--pflm <file>', 'PFLM file')
-    .option('--new-tokens <n>', 'tokens generated per sequence', '122')
     .option('--batch <list>', 'batch sizes', '1,4,16,64')
-    .option('--k <list>', 'PFLM k values (default 1..maxK)')
     .option('--repeats <n>', 'timed rounds per configuration (median reported)', '1')
     .option('--warmup <n>', 'tokens generated per configuration before timing', '8')
-    .option('--prompt-length <n>', 'prompt length in tokens (random token ids; speed does not depend on them)', '6')
-    .option('--seed <n>', 'seed of weights, prompts and noise', '0')
-    .option('--out <dir>', 'report folder (markdown, SVG, JSON)', 'runs/bench/speed')
-    .option('--results <file>', 'also replace this benchmark\'s section in a results markdown file (e.g. docs/RESULTS.md)')
-    .option('--json', 'print one JSON object as the last line')
+    .option('--prompt-length <n>', 'prompt length in tokens (random token ids; speed does not depend on them)', '6');
+  addDecodeBenchOptions(cmd, { newTokens: '122', per: 'sequence', seed: 'seed of weights, prompts and noise' });
+  addReportOptions(cmd, "this benchmark's section", 'runs/bench/speed')
     .action(async (o: SpeedFlags) => {
       uncheckedBackend();
       const m = await speedModels(o);
       const report = runSpeedBench(m, {
         batches: intList('--batch', o.batch),
-        ks: o.k === undefined ? undefined : intList('--k', o.k),
-        newTokens: intOption('--new-tokens', o.newTokens, 1),
+        ...decodeBenchSettings(o),
         repeats: intOption('--repeats', o.repeats, 1),
         warmupTokens: intOption('--warmup', o.warmup, 1),
         promptLength: intOption('--prompt-length', o.promptLength, 1),
-        seed: intOption('--seed', o.seed, 0),
         measureRates: () => measureDecodeRates(m.weights, m.hidden),
         onProgress: progress,
       });
@@ -154,7 +129,7 @@ function registerSpeed(bench: Command): void {
     });
 }
 
-interface QualityFlags {
+interface QualityFlags extends DecodeBenchFlags, ReportFlags {
   models?: string;
   teacher?: string;
   pflm?: string[];
@@ -164,19 +139,13 @@ interface QualityFlags {
   sources: string;
   prompts: string;
   prefixLength: string;
-  newTokens: string;
-  k?: string;
   penalties: string;
-  seed: string;
   tau: string;
   batch: string;
-  out: string;
-  results?: string;
-  json?: boolean;
 }
 
 function registerQuality(bench: Command): void {
-  bench
+  const cmd = bench
     .command('quality')
     .description('sample quality of PFLM k=1..K vs its AR teacher: judge and teacher perplexity, entropy, repetition, per-slot agreement')
     .option('--models <dir>', `folder with the teacher, PFLM(s), judge and tokenizer.json (default ${DEFAULT_MODELS})`)
@@ -187,16 +156,12 @@ function registerQuality(bench: Command): void {
     .option('--data <dir>', 'token data folder (`kforce data build`, e.g. runs/small/data) whose validation split gives the prefixes')
     .option('--sources <list>', 'without --data: corpus sources whose validation documents give the prefixes', 'mix')
     .option('--prompts <n>', 'number of held-out prefixes', '64')
-    .option('--prefix-length <n>', 'tokens per prefix, BOS included', '6')
-    .option('--new-tokens <n>', 'tokens generated per prefix', '128')
-    .option('--k <list>', 'PFLM k values (default 1..maxK)')
+    .option('--prefix-length <n>', 'tokens per prefix, BOS included', '6');
+  addDecodeBenchOptions(cmd, { newTokens: '128', per: 'prefix', seed: 'noise seed' })
     .option('--penalties <p>', "'both' (0 and the recommended lambda), 'none', 'recommended', or a list like 0,0.5", 'both')
-    .option('--seed <n>', 'noise seed', '0')
     .option('--tau <t>', 'teacher temperature = the tau the PFLM imitates', '1')
-    .option('--batch <n>', 'most sequences per forward pass', '64')
-    .option('--out <dir>', 'report folder', 'runs/bench/quality')
-    .option('--results <file>', 'also replace the quality section of a results markdown file (e.g. docs/RESULTS.md)')
-    .option('--json', 'print one JSON object as the last line')
+    .option('--batch <n>', 'most sequences per forward pass', '64');
+  addReportOptions(cmd, 'the quality section', 'runs/bench/quality')
     .action(async (o: QualityFlags) => {
       uncheckedBackend();
       const dir = o.models ?? DEFAULT_MODELS;
@@ -222,9 +187,7 @@ function registerQuality(bench: Command): void {
         ? (o.penalties as 'both' | 'none' | 'recommended')
         : o.penalties.split(',').map((s) => numOption('--penalties', s.trim(), 0));
       const report = runQualityBench({ teacher: teacher.decoder(), judge: judge.decoder(), pflms: pflms.map((p) => p.decoder()) }, {
-        prompts, newTokens: intOption('--new-tokens', o.newTokens, 1),
-        ks: o.k === undefined ? undefined : intList('--k', o.k), penalties,
-        seed: intOption('--seed', o.seed, 0), tau: numOption('--tau', o.tau, Number.MIN_VALUE),
+        prompts, ...decodeBenchSettings(o), penalties, tau: numOption('--tau', o.tau, Number.MIN_VALUE),
         maxBatch: intOption('--batch', o.batch, 1), onProgress: progress,
       });
       const desc = `Teacher ${o.teacher ?? set?.teacherFile}, judge ${o.judge ?? set?.judgeFile}, PFLM(s) ${(o.pflm ?? set?.pflmFiles ?? []).join(', ')}; ` +
@@ -243,19 +206,16 @@ function registerQuality(bench: Command): void {
     });
 }
 
-interface EngineFlags {
+interface EngineFlags extends Omit<ReportFlags, 'out'> {
   repeats: string;
-  json?: boolean;
-  results?: string;
 }
 
 function registerEngine(bench: Command): void {
-  bench
+  const cmd = bench
     .command('engine')
     .description('engine limits: train step, GEMM rates, batch-1 decode step against the DRAM bound (issue 2)')
-    .option('--repeats <n>', 'timed repetitions per measurement (median reported)', '5')
-    .option('--results <file>', 'also replace the engine section of a results markdown file (e.g. docs/RESULTS.md)')
-    .option('--json', 'print one JSON object as the last line')
+    .option('--repeats <n>', 'timed repetitions per measurement (median reported)', '5');
+  addReportOptions(cmd, 'the engine section')
     .action(async (o: EngineFlags) => {
       uncheckedBackend();
       await runEngineBench({ repeats: intOption('--repeats', o.repeats, 1), json: Boolean(o.json), results: o.results, onProgress: progress, commandLine: commandLine() });

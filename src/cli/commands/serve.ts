@@ -1,21 +1,19 @@
 import type { Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
-import { initModel, DEFAULT_PFLM_MAX_K, type Model } from '../../model/factory.ts';
+import { initModel, type Model } from '../../model/factory.ts';
 import type { ModelConfig } from '../../model/types.ts';
 import { loadModel } from '../../io/model-file.ts';
 import { recommendedPenalty } from '../../decode/sampling.ts';
 import { Tokenizer } from '../../train/tokenizer.ts';
 import { createServer } from '../../serve/server.ts';
+import { intOption, numOption } from '../../train/cli-util.ts';
+import { addRandomModelOptions, randomModelConfig } from '../options.ts';
+import type { RandomModelFlags } from '../options.ts';
 
-interface ServeFlags {
+interface ServeFlags extends RandomModelFlags {
   model?: string;
   random?: string;
-  blocks: string;
-  hidden: string;
-  heads: string;
-  vocab: string;
-  maxK?: string;
   seed: string;
   tokenizer?: string;
   k?: string;
@@ -32,30 +30,13 @@ interface ServeFlags {
   eos?: string | boolean;
 }
 
-function int(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const n = Number(v);
-  if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new Error(`--${flag} must be an integer in [${min}, ${max}], got '${v}'`);
-  }
-  return n;
-}
-
 async function buildModel(o: ServeFlags): Promise<{ model: Model; source: string }> {
   if (o.model && o.random) throw new Error('give either --model <file> or --random <ar|pflm>, not both');
   if (o.model) return { model: await loadModel(o.model), source: o.model };
   if (!o.random) throw new Error('nothing to serve: give --model <file> or --random <ar|pflm>');
   if (o.random !== 'ar' && o.random !== 'pflm') throw new Error(`--random must be 'ar' or 'pflm', got '${o.random}'`);
-  const vocabSize = int('vocab', o.vocab, 2);
-  const config: ModelConfig = {
-    nBlocks: int('blocks', o.blocks, 1),
-    hiddenSize: int('hidden', o.hidden, 2),
-    nHeads: int('heads', o.heads, 1),
-    vocabSize,
-    maskIndex: vocabSize - 1,
-    maxK: o.random === 'pflm' ? int('max-k', o.maxK ?? String(DEFAULT_PFLM_MAX_K), 1) : 0,
-    maxSeqLen: 1024,
-  };
-  return { model: initModel(config, o.random, int('seed', o.seed, 0)), source: `random ${o.random} (seed ${o.seed})` };
+  const config = randomModelConfig(o, o.random === 'pflm');
+  return { model: initModel(config, o.random, intOption('--seed', o.seed, 0)), source: `random ${o.random} (seed ${o.seed})` };
 }
 
 async function buildTokenizer(o: ServeFlags, config: ModelConfig): Promise<Tokenizer | null> {
@@ -76,16 +57,12 @@ async function buildTokenizer(o: ServeFlags, config: ModelConfig): Promise<Token
 }
 
 export function registerServe(program: Command): void {
-  program
+  const cmd = program
     .command('serve')
     .description('serve an AR model or a PFLM over HTTP: OpenAI-style /v1/completions with continuous batching (docs/SERVING.md)')
     .option('--model <file>', 'model file (.safetensors or .ckpt); AR or PFLM is read from the file')
-    .option('--random <kind>', "serve random weights of kind 'ar' or 'pflm' (benchmarks, tests)")
-    .option('--blocks <n>', 'random model: blocks', '12')
-    .option('--hidden <n>', 'random model: hidden size D', '768')
-    .option('--heads <n>', 'random model: attention heads', '12')
-    .option('--vocab <n>', 'random model: vocabulary size V, [MASK] = V - 1', '50258')
-    .option('--max-k <n>', `random PFLM: largest k (default ${DEFAULT_PFLM_MAX_K})`)
+    .option('--random <kind>', "serve random weights of kind 'ar' or 'pflm' (benchmarks, tests)");
+  addRandomModelOptions(cmd, 'random model')
     .option('--seed <n>', 'random model: init seed', '0')
     .option('--tokenizer <spec>', "tokenizer.json path or 'gpt2' (default: tokenizer.json beside --model; none = token-id prompts only)")
     .option('--k <n>', 'PFLM: tokens per step, 1..maxK (default maxK)')
@@ -106,14 +83,13 @@ export function registerServe(program: Command): void {
       const { model, source } = await buildModel(o);
       const cfg = model.config;
       const tokenizer = await buildTokenizer(o, cfg);
-      const k = model.kind === 'pflm' ? int('k', o.k ?? String(cfg.maxK), 1, cfg.maxK) : 1;
+      const k = model.kind === 'pflm' ? intOption('--k', o.k ?? String(cfg.maxK), 1, cfg.maxK) : 1;
       if (model.kind === 'ar' && o.k !== undefined && o.k !== '1') throw new Error(`--k ${o.k} needs a PFLM; this model is AR`);
-      const penalty = o.penalty === undefined ? (model.kind === 'pflm' ? recommendedPenalty(k) : 0) : Number(o.penalty);
-      if (!(penalty >= 0 && penalty <= 2)) throw new Error(`--penalty must be a number in [0, 2], got '${o.penalty}'`);
+      const penalty = o.penalty === undefined ? (model.kind === 'pflm' ? recommendedPenalty(k) : 0) : numOption('--penalty', o.penalty, 0, 2);
       let eos: number[] = [];
-      if (typeof o.eos === 'string') eos = o.eos.split(',').map((s) => int('eos', s, 0, cfg.vocabSize - 1));
+      if (typeof o.eos === 'string') eos = o.eos.split(',').map((s) => intOption('--eos', s, 0, cfg.vocabSize - 1));
       else if (o.eos !== false && tokenizer) eos = [tokenizer.eosId];
-      const maxContext = o.maxContext === undefined ? (cfg.maxSeqLen > 1 ? cfg.maxSeqLen : 1024) : int('max-context', o.maxContext, 2);
+      const maxContext = o.maxContext === undefined ? (cfg.maxSeqLen > 1 ? cfg.maxSeqLen : 1024) : intOption('--max-context', o.maxContext, 2);
       const name = o.name ?? (o.model ? path.basename(o.model).replace(/\.[^.]+$/, '') : `random-${model.kind}`);
       const server = createServer({
         decoder: model.decoder(),
@@ -121,15 +97,15 @@ export function registerServe(program: Command): void {
         tokenizer,
         k,
         penalty,
-        maxBatch: int('max-batch', o.maxBatch, 1),
-        maxQueue: int('max-queue', o.maxQueue, 0),
-        maxTokens: o.maxTokens === undefined ? maxContext - 1 : int('max-tokens', o.maxTokens, 1),
-        defaultMaxTokens: int('default-max-tokens', o.defaultMaxTokens, 1),
-        maxPromptTokens: o.maxPromptTokens === undefined ? maxContext - 1 : int('max-prompt-tokens', o.maxPromptTokens, 1),
+        maxBatch: intOption('--max-batch', o.maxBatch, 1),
+        maxQueue: intOption('--max-queue', o.maxQueue, 0),
+        maxTokens: o.maxTokens === undefined ? maxContext - 1 : intOption('--max-tokens', o.maxTokens, 1),
+        defaultMaxTokens: intOption('--default-max-tokens', o.defaultMaxTokens, 1),
+        maxPromptTokens: o.maxPromptTokens === undefined ? maxContext - 1 : intOption('--max-prompt-tokens', o.maxPromptTokens, 1),
         maxContext,
         eos,
       });
-      const url = await server.listen(o.host, int('port', o.port, 0, 65535));
+      const url = await server.listen(o.host, intOption('--port', o.port, 0, 65535));
       console.error(`kforce serve: ${name} (${model.kind}${model.kind === 'pflm' ? `, k = ${k}, penalty ${penalty}` : ''}) from ${source}, ` +
         `${tokenizer ? 'text and token-id prompts' : 'token-id prompts only (no tokenizer)'}, ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       // One machine-readable line on stdout: the benchmark waits for it to learn the port.
