@@ -16,7 +16,8 @@
         "native/norm.c",
         "native/rope.c",
         "native/attention.c",
-        "native/loss.c"
+        "native/loss.c",
+        "native/sample.c"
       ],
       "cflags": ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
                  "-Wno-unused-parameter"],
