@@ -183,14 +183,20 @@ static double exp_shifted(const float *l, size_t V, double invT, double *e, doub
     if (x > m) m = x;
   }
   v = 0;
-#ifdef __AVX512F__
-  const __m512d mm = _mm512_set1_pd(m);
-  for (; v + 8 <= V; v += 8)
-    _mm512_storeu_pd(e + v, exp64x8(_mm512_sub_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(l + v)), iv), mm)));
-#endif
-  for (; v < V; v++) e[v] = kf_exp64((double)l[v] * invT - m);
   double z = 0;
-  for (v = 0; v < V; v++) z += e[v];
+#ifdef __AVX512F__
+  // The serial sum of one vector's exponentials runs while the next vector's are computed (latency vs throughput).
+  const __m512d mm = _mm512_set1_pd(m);
+  for (; v + 8 <= V; v += 8) {
+    _mm512_storeu_pd(e + v, exp64x8(_mm512_sub_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(l + v)), iv), mm)));
+    z += e[v]; z += e[v + 1]; z += e[v + 2]; z += e[v + 3];
+    z += e[v + 4]; z += e[v + 5]; z += e[v + 6]; z += e[v + 7];
+  }
+#endif
+  for (; v < V; v++) {
+    e[v] = kf_exp64((double)l[v] * invT - m);
+    z += e[v];
+  }
   *m_out = m;
   return z;
 }

@@ -125,6 +125,8 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
   };
   const arOpts = { temperature: o.temperature, topP: o.topP, penalty: o.penalty, maskIndex };
   const scratch = new Float64Array(V);
+  // The logits are consumed before the next step, so the decoder need not copy them.
+  const step = decoder.stepShared ? decoder.stepShared.bind(decoder) : decoder.step.bind(decoder);
   let nextPrompt = 0;
   let active: Active[] = [];
   try {
@@ -147,9 +149,9 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
       if (decoder.kind === 'pflm') {
         // The last step of a sequence keeps only the slots it still needs; the uniforms stay aligned to positions.
         noise = active.map((a) => a.noise.take(Math.min(o.k, opts.maxNewTokens - a.out.length)));
-        outs = decoder.step(ids, { noise, tau: active.map(() => o.tau) });
+        outs = step(ids, { noise, tau: active.map(() => o.tau) });
       } else {
-        outs = decoder.step(ids);
+        outs = step(ids);
       }
       result.steps++;
       const t1 = process.hrtime.bigint();

@@ -220,14 +220,15 @@ export function selectPflm(slotLogits: Float32Array, V: number, counts: TokenCou
 
 // ---- batched selection (one call per decode step) ------------------------------------------------------------
 
-/** Which implementation the batched rules use: 'auto' = the native kernels when the process backend is native. */
+/** Which implementation the batched rules use: 'auto' = the native kernels when the process backend is native and
+ * KFORCE_SELECT is not 'ts' (that variable lets benchmarks measure the TypeScript rules on the native backend). */
 export type SelectImpl = 'auto' | 'ts' | 'native';
 
 let nativeCache: NativeSelect | null | undefined;
 
 function selectKernels(impl: SelectImpl, fn: string): NativeSelect | null {
   if (impl === 'ts') return null;
-  if (impl === 'auto' && getBackend().name !== 'native') return null;
+  if (impl === 'auto' && (getBackend().name !== 'native' || process.env.KFORCE_SELECT === 'ts')) return null;
   if (nativeCache === undefined) nativeCache = nativeSelect();
   if (!nativeCache && impl === 'native') throw new Error(`${fn}: the native addon is unavailable`);
   return nativeCache;

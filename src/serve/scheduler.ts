@@ -247,6 +247,11 @@ export class Scheduler {
     this.opts.metrics.activeSequences = this.active.length;
   }
 
+  /** decoder.step, without the logits copy where the decoder offers that (they are used before the next step). */
+  private stepLogits(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[] {
+    return this.decoder.stepShared ? this.decoder.stepShared(ids, opts) : this.decoder.step(ids, opts);
+  }
+
   private step(): void {
     const batch = this.active;
     const cfg = this.decoder.config;
@@ -259,9 +264,9 @@ export class Scheduler {
       if (pflm) {
         // The last step of a sequence keeps only the slots it still needs (KFORCING.md section 6).
         noise = batch.map((e) => e.noise.take(Math.min(this.opts.k, e.job.maxTokens - e.out.length)));
-        outs = this.decoder.step(ids, { noise, tau: batch.map((e) => e.job.temperature) });
+        outs = this.stepLogits(ids, { noise, tau: batch.map((e) => e.job.temperature) });
       } else {
-        outs = this.decoder.step(ids);
+        outs = this.stepLogits(ids);
       }
     } catch (err) {
       // A failed forward pass fails the requests in it, not the process.

@@ -7,9 +7,12 @@ import assert from 'node:assert/strict';
 import {
   TokenCounts, inverseCdf, sampleArRows, selectPflmRows, softmax64, type ArSamplingOptions,
 } from '../../src/decode/sampling.ts';
+import { generate } from '../../src/decode/generate.ts';
+import { initModel } from '../../src/index.ts';
 import { nativeSelect } from '../../src/tensor/native.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { skip } from './helpers.ts';
+import { TINY, tokenRows } from '../model/reference.ts';
 
 function kernels() {
   const k = nativeSelect();
@@ -229,4 +232,28 @@ test('sampleAr and selectPflm kernels reject malformed arguments with named erro
     /takes\[0\] = 2 is outside/);
   assert.throws(() => k.selectPflm([row], [c], new Int32Array([1]), new Float64Array([-1]), 10, 1, -1, new Int32Array(1)),
     /lambdas\[0\]/);
+});
+
+test('generate: native selection reproduces the TypeScript selection end to end (AR and PFLM)', { skip }, () => {
+  const cfg = { ...TINY, vocabSize: 300, maskIndex: 299 };
+  const ar = initModel({ ...cfg, maxK: 0 }, 'ar', 5, { std: 0.5 });
+  const pf = initModel(cfg, 'pflm', 6, { std: 0.5 });
+  const prompts = tokenRows(5, 4, cfg.vocabSize - 1, 9);
+  const runs: Array<[typeof ar | typeof pf, object]> = [
+    [ar, { temperature: 1 }], [ar, { temperature: 0.8, topP: 0.9, penalty: 0.4 }], [ar, { temperature: 0, penalty: 1 }],
+    [pf, { k: 3 }], [pf, { k: 2, penalty: 0 }],
+  ];
+  for (const [m, o] of runs) {
+    const go = () => generate(m.decoder(), prompts, { maxNewTokens: 13, seed: 4, maxBatch: 3, ...o });
+    const prev = process.env.KFORCE_SELECT;
+    process.env.KFORCE_SELECT = 'ts';
+    let ts;
+    try {
+      ts = go();
+    } finally {
+      if (prev === undefined) delete process.env.KFORCE_SELECT;
+      else process.env.KFORCE_SELECT = prev;
+    }
+    assert.deepEqual(go().tokens, ts.tokens, `${m.kind} ${JSON.stringify(o)}`);
+  }
 });
