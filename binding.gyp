@@ -17,7 +17,8 @@
         "native/rope.c",
         "native/attention.c",
         "native/loss.c",
-        "native/sample.c"
+        "native/sample.c",
+        "native/rows.c"
       ],
       "cflags": ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
                  "-Wno-unused-parameter"],

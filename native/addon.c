@@ -565,6 +565,61 @@ static napi_value js_exp64(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+// addInPlace(a, b): a += b elementwise (float32)
+static napi_value js_add_inplace(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "addInPlace", 2)) return NULL;
+  size_t n;
+  float *a = typed(&c, 0, "a", napi_float32_array, "Float32Array", &n, 0);
+  float *b = f32(&c, 1, "b", n, 0);
+  if (c.failed) return NULL;
+  size_t nb;
+  typed(&c, 1, "b", napi_float32_array, "Float32Array", &nb, 0);
+  if (nb != n) {
+    failf(&c, "b has %zu elements, a has %zu", nb, n);
+    return NULL;
+  }
+  if (a != b && overlaps(a, n, b, n)) {
+    failf(&c, "a and b overlap partially");
+    return NULL;
+  }
+  kf_add_inplace(a, b, n);
+  return undef(env);
+}
+
+// scatterRows(dst, dstStride, src, srcStride, width, rowIndex: Int32Array)
+static napi_value js_scatter_rows(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "scatterRows", 6)) return NULL;
+  size_t nd, ns, rows;
+  float *dst = typed(&c, 0, "dst", napi_float32_array, "Float32Array", &nd, 0);
+  size_t dstStride = dim(&c, 1, "dstStride");
+  const float *src = typed(&c, 2, "src", napi_float32_array, "Float32Array", &ns, 0);
+  size_t srcStride = dim(&c, 3, "srcStride"), width = dim(&c, 4, "width");
+  int32_t *ri = typed(&c, 5, "rowIndex", napi_int32_array, "Int32Array", &rows, 0);
+  if (c.failed) return NULL;
+  if (width > dstStride || width > srcStride) {
+    failf(&c, "width %zu exceeds a stride (dst %zu, src %zu)", width, dstStride, srcStride);
+    return NULL;
+  }
+  if (rows && (rows - 1) * srcStride + width > ns) {
+    failf(&c, "src has %zu elements, %zu rows of stride %zu need %zu", ns, rows, srcStride, (rows - 1) * srcStride + width);
+    return NULL;
+  }
+  for (size_t r = 0; r < rows; r++)
+    if (ri[r] < 0 || (size_t)ri[r] * dstStride + width > nd) {
+      failf(&c, "rowIndex[%zu] = %d is outside dst (%zu rows of stride %zu)", r, ri[r], nd / (dstStride ? dstStride : 1),
+            dstStride);
+      return NULL;
+    }
+  if (rows && overlaps(dst, nd, src, (rows - 1) * srcStride + width)) {
+    failf(&c, "dst and src overlap");
+    return NULL;
+  }
+  kf_scatter_rows(dst, dstStride, src, srcStride, width, ri, rows);
+  return undef(env);
+}
+
 // readBandwidth(buf, reps) -> GB/s (best rep)
 static napi_value js_read_bandwidth(napi_env env, napi_callback_info info) {
   call c;
@@ -642,6 +697,7 @@ NAPI_MODULE_INIT() {
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},
     {"sampleAr", js_sample_ar}, {"selectPflm", js_select_pflm}, {"exp64", js_exp64},
+    {"addInPlace", js_add_inplace}, {"scatterRows", js_scatter_rows},
     {"readBandwidth", js_read_bandwidth}, {"fmaPeak", js_fma_peak}, {"misalignment", js_misalignment}, {"info", js_info},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -84,6 +84,12 @@ void kf_sample_ar(float *const *rows, size_t n, size_t V, const double *temps, c
 void kf_select_pflm(float *const *blocks, int32_t *const *counts, const int32_t *takes, const double *lambdas,
                     size_t n, size_t V, size_t kmax, int32_t maskIndex, int32_t *out);
 
+// ---- row glue (rows.c) -------------------------------------------------------------------------------------------
+void kf_add_inplace(float *a, const float *b, size_t n);
+// dst[rowIndex[r] * dstStride + c] = src[r * srcStride + c] for c < width.
+void kf_scatter_rows(float *dst, size_t dstStride, const float *src, size_t srcStride, size_t width,
+                     const int32_t *rowIndex, size_t rows);
+
 // ---- shared numeric helpers (mathx.c) ---------------------------------------------------------------------------
 // Dot product with the one fixed summation order used everywhere a row-invariant result is needed: 16 lane
 // accumulators walked over k in order (zero-padded tail), then the pairwise tree lanes (i, i+8), (i, i+4), (i, i+2),

@@ -40,6 +40,9 @@ interface Addon {
   selectPflm(blocks: Float32Array[], counts: Int32Array[], takes: Int32Array, lambdas: Float64Array, V: number,
     kmax: number, maskIndex: number, out: Int32Array): void;
   exp64(out: Float64Array, x: Float64Array): void;
+  addInPlace(a: Float32Array, b: Float32Array): void;
+  scatterRows(dst: Float32Array, dstStride: number, src: Float32Array, srcStride: number, width: number,
+    rowIndex: Int32Array): void;
   readBandwidth(buf: Float32Array, reps: number): number;
   fmaPeak(ms: number): number;
   misalignment(buf: Float32Array): number;
@@ -190,6 +193,28 @@ export function nativeSelect(): NativeSelect | null {
     selectPflm: (blocks, counts, takes, lambdas, V, kmax, maskIndex, out) =>
       addon.selectPflm(blocks, counts, takes, lambdas, V, kmax, maskIndex, out),
     exp64: (out, x) => addon.exp64(out, x),
+  };
+}
+
+/**
+ * Row glue of the forward pass in the addon (native/rows.c), for float32 buffers; null when the addon is unavailable.
+ * Results equal the JS loops bit for bit.
+ *  - addInPlace: a += b (same length).
+ *  - scatterRows: row r of src (stride srcStride) to row rowIndex[r] of dst (stride dstStride), `width` floats each.
+ */
+export interface NativeRows {
+  addInPlace(a: Float32Array, b: Float32Array): void;
+  scatterRows(dst: Float32Array, dstStride: number, src: Float32Array, srcStride: number, width: number,
+    rowIndex: Int32Array): void;
+}
+
+export function nativeRows(): NativeRows | null {
+  const { addon } = loadAddon();
+  if (!addon) return null;
+  return {
+    addInPlace: (a, b) => addon.addInPlace(a, b),
+    scatterRows: (dst, dstStride, src, srcStride, width, rowIndex) =>
+      addon.scatterRows(dst, dstStride, src, srcStride, width, rowIndex),
   };
 }
 
