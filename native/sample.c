@@ -157,7 +157,7 @@ static int ensure_scratch(size_t V, int need_topp) {
   if (need_topp && t_pi_cap < V) {
     free(t_pi);
     free(t_keep);
-    t_pi = malloc(V * sizeof *t_pi);
+    t_pi = malloc(2 * V * sizeof *t_pi); // the second half is the radix sort's buffer
     t_keep = malloc(V * sizeof *t_keep);
     t_pi_cap = t_pi && t_keep ? V : 0;
     if (!t_pi_cap) return 0;
@@ -242,34 +242,80 @@ static void select_top(prob_idx *a, size_t n, size_t K) {
   qsort(a + lo, hi - lo, sizeof *a, cmp_order);
 }
 
+// Stable LSD radix sort of a[0, n) by p descending (8 bits of p's bit pattern per pass; p >= 0, so the bit order is
+// the value order). Stability keeps equal probabilities in their incoming (index) order.
+static void radix_sort_desc(prob_idx *a, prob_idx *tmp, size_t n) {
+  prob_idx *src = a, *dst = tmp;
+  for (int shift = 0; shift < 64; shift += 8) {
+    size_t cnt[256] = {0};
+    for (size_t i = 0; i < n; i++) {
+      union { double d; uint64_t u; } b = {src[i].p};
+      cnt[255 - ((b.u >> shift) & 255)]++;
+    }
+    int trivial = 0;
+    for (int d = 0; d < 256; d++) trivial |= cnt[d] == n;
+    if (trivial) continue; // every element has this digit: the pass would not move anything
+    size_t off = 0;
+    for (int d = 0; d < 256; d++) {
+      size_t c = cnt[d];
+      cnt[d] = off;
+      off += c;
+    }
+    for (size_t i = 0; i < n; i++) {
+      union { double d; uint64_t u; } b = {src[i].p};
+      dst[cnt[255 - ((b.u >> shift) & 255)]++] = src[i];
+    }
+    prob_idx *t = src;
+    src = dst;
+    dst = t;
+  }
+  if (src != a) memcpy(a, src, n * sizeof *a);
+}
+
 // topPFilter then inverseCdf (sampling.ts): keeps the shortest prefix of the order whose running sum reaches topP,
-// renormalises it by 1/sum and walks it in vocabulary order. The prefix is found by sorting only a top-K block,
-// growing K until the block's running sum reaches topP, so its sums are those of the full sort.
+// renormalises it by 1/sum and walks it in vocabulary order. A peaked distribution reaches topP within its top 256
+// tokens, found by a partial selection; otherwise the whole vocabulary is radix-sorted. Either way the prefix and
+// its running sums are those of TS's full sort.
 static int32_t sample_top_p(const double *e, size_t V, double invZ, double topP, double u) {
   prob_idx *pi = t_pi;
   for (size_t v = 0; v < V; v++) {
     pi[v].p = e[v] * invZ;
     pi[v].v = (int32_t)v;
   }
-  size_t K = V < 256 ? V : 256, sorted = 0, keep = 0;
+  size_t K = V < 256 ? V : 256, keep = 0;
   double c = 0;
-  for (;;) {
-    select_top(pi + sorted, V - sorted, K - sorted);
-    qsort(pi + sorted, K - sorted, sizeof *pi, cmp_order);
-    sorted = K;
-    while (keep < K && c < topP) c += pi[keep++].p;
-    if (c >= topP || K == V) break;
-    K = V - K < 3 * K ? V : 4 * K;
+  select_top(pi, V, K);
+  qsort(pi, K, sizeof *pi, cmp_order);
+  while (keep < K && c < topP) c += pi[keep++].p;
+  if (c < topP && K < V) {
+    for (size_t v = 0; v < V; v++) {
+      pi[v].p = e[v] * invZ;
+      pi[v].v = (int32_t)v;
+    }
+    radix_sort_desc(pi, t_pi + V, V);
+    keep = 0;
+    c = 0;
+    while (keep < V && c < topP) c += pi[keep++].p;
   }
   double inv = 1 / c;
-  for (size_t i = 0; i < keep; i++) t_keep[i] = pi[i].v;
-  qsort(t_keep, keep, sizeof *t_keep, cmp_int);
   // probs of the kept tokens are (e[v] * invZ) * inv; every other token contributes an exact +0
   double cum = 0;
-  for (size_t i = 0; i < keep; i++) {
-    int32_t v = t_keep[i];
+  if (keep < 64) { // few tokens: sort their indices
+    for (size_t i = 0; i < keep; i++) t_keep[i] = pi[i].v;
+    qsort(t_keep, keep, sizeof *t_keep, cmp_int);
+    for (size_t i = 0; i < keep; i++) {
+      int32_t v = t_keep[i];
+      cum += (e[v] * invZ) * inv;
+      if (cum >= u) return v;
+    }
+    return (int32_t)V - 1;
+  }
+  memset(t_keep, 0, V * sizeof *t_keep); // many: flag them and walk the vocabulary
+  for (size_t i = 0; i < keep; i++) t_keep[pi[i].v] = 1;
+  for (size_t v = 0; v < V; v++) {
+    if (!t_keep[v]) continue;
     cum += (e[v] * invZ) * inv;
-    if (cum >= u) return v;
+    if (cum >= u) return (int32_t)v;
   }
   return (int32_t)V - 1;
 }
