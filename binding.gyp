@@ -16,7 +16,9 @@
         "native/norm.c",
         "native/rope.c",
         "native/attention.c",
-        "native/loss.c"
+        "native/loss.c",
+        "native/sample.c",
+        "native/rows.c"
       ],
       "cflags": ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
                  "-Wno-unused-parameter"],

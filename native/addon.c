@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
 #include "kf.h"
@@ -421,6 +422,204 @@ static napi_value js_adamw(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+// The i-th element of argument `arg` (a JS array) as a typed array of `want` type with at least `need` elements.
+static void *array_elem(call *c, size_t arg, const char *name, uint32_t i, napi_typedarray_type want,
+                        const char *tname, size_t need) {
+  if (c->failed) return NULL;
+  napi_value el;
+  if (napi_get_element(c->env, c->argv[arg], i, &el) != napi_ok) {
+    failf(c, "cannot read %s[%u]", name, i);
+    return NULL;
+  }
+  bool is = false;
+  napi_is_typedarray(c->env, el, &is);
+  napi_typedarray_type type;
+  void *data = NULL;
+  size_t length = 0, off = 0;
+  napi_value ab;
+  if (!is || napi_get_typedarray_info(c->env, el, &type, &length, &data, &ab, &off) != napi_ok || type != want) {
+    failf(c, "%s[%u] must be a %s", name, i, tname);
+    return NULL;
+  }
+  if (length < need || !data) {
+    failf(c, "%s[%u] has %zu elements, needs at least %zu", name, i, length, need);
+    return NULL;
+  }
+  return data;
+}
+
+static uint32_t array_len(call *c, size_t arg, const char *name) {
+  bool is = false;
+  uint32_t n = 0;
+  if (c->failed) return 0;
+  if (napi_is_array(c->env, c->argv[arg], &is) != napi_ok || !is ||
+      napi_get_array_length(c->env, c->argv[arg], &n) != napi_ok) {
+    failf(c, "%s must be an array", name);
+    return 0;
+  }
+  return n;
+}
+
+static double *f64(call *c, size_t i, const char *name, size_t need) {
+  size_t len;
+  double *p = typed(c, i, name, napi_float64_array, "Float64Array", &len, 0);
+  if (p && len < need) {
+    failf(c, "%s has %zu elements, needs at least %zu", name, len, need);
+    return NULL;
+  }
+  return p;
+}
+
+static int32_t *i32(call *c, size_t i, const char *name, size_t need) {
+  size_t len;
+  int32_t *p = typed(c, i, name, napi_int32_array, "Int32Array", &len, 0);
+  if (p && len < need) {
+    failf(c, "%s has %zu elements, needs at least %zu", name, len, need);
+    return NULL;
+  }
+  return p;
+}
+
+// sampleAr(rows: Float32Array[], V, temps: Float64Array, topPs: Float64Array, us: Float64Array, out: Int32Array)
+static napi_value js_sample_ar(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "sampleAr", 6)) return NULL;
+  uint32_t n = array_len(&c, 0, "rows");
+  size_t V = dim(&c, 1, "V");
+  double *temps = f64(&c, 2, "temps", n), *topPs = f64(&c, 3, "topPs", n), *us = f64(&c, 4, "us", n);
+  int32_t *out = i32(&c, 5, "out", n);
+  if (c.failed) return NULL;
+  if (V < 1) {
+    failf(&c, "V must be >= 1");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    if (!(temps[i] >= 0 && isfinite(temps[i]))) failf(&c, "temps[%u] must be finite and >= 0, got %g", i, temps[i]);
+    else if (!(topPs[i] > 0 && topPs[i] <= 1)) failf(&c, "topPs[%u] must be in (0, 1], got %g", i, topPs[i]);
+    else if (!(us[i] > 0 && us[i] <= 1)) failf(&c, "us[%u] must be in (0, 1], got %g", i, us[i]);
+    if (c.failed) return NULL;
+  }
+  float **rows = malloc((n ? n : 1) * sizeof *rows);
+  if (!rows) {
+    failf(&c, "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n && !c.failed; i++)
+    rows[i] = array_elem(&c, 0, "rows", i, napi_float32_array, "Float32Array", V);
+  if (!c.failed) kf_sample_ar(rows, n, V, temps, topPs, us, out);
+  free(rows);
+  return c.failed ? NULL : undef(env);
+}
+
+// selectPflm(blocks: Float32Array[], counts: Int32Array[], takes: Int32Array, lambdas: Float64Array, V, kmax,
+//            maskIndex, out: Int32Array [n * kmax])
+static napi_value js_select_pflm(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "selectPflm", 8)) return NULL;
+  uint32_t n = array_len(&c, 0, "blocks");
+  uint32_t nc = array_len(&c, 1, "counts");
+  size_t V = dim(&c, 4, "V"), kmax = dim(&c, 5, "kmax");
+  double mk = num(&c, 6, "maskIndex");
+  int32_t *takes = i32(&c, 2, "takes", n), *out = i32(&c, 7, "out", (size_t)n * kmax);
+  double *lams = f64(&c, 3, "lambdas", n);
+  if (c.failed) return NULL;
+  if (nc != n) failf(&c, "counts has %u arrays for %u blocks", nc, n);
+  else if (V < 1) failf(&c, "V must be >= 1");
+  else if (mk != floor(mk) || mk < -2147483648.0 || mk > 2147483647.0) failf(&c, "maskIndex must be a 32-bit integer");
+  for (uint32_t i = 0; i < n && !c.failed; i++) {
+    if (takes[i] < 0 || (size_t)takes[i] > kmax) failf(&c, "takes[%u] = %d is outside [0, kmax = %zu]", i, takes[i], kmax);
+    else if (!(lams[i] >= 0 && isfinite(lams[i]))) failf(&c, "lambdas[%u] must be finite and >= 0, got %g", i, lams[i]);
+  }
+  if (c.failed) return NULL;
+  float **blocks = malloc((n ? n : 1) * sizeof *blocks);
+  int32_t **counts = malloc((n ? n : 1) * sizeof *counts);
+  if (!blocks || !counts) {
+    free(blocks);
+    free(counts);
+    failf(&c, "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n && !c.failed; i++) {
+    blocks[i] = array_elem(&c, 0, "blocks", i, napi_float32_array, "Float32Array", (size_t)takes[i] * V);
+    counts[i] = array_elem(&c, 1, "counts", i, napi_int32_array, "Int32Array", V);
+  }
+  // the kernel updates each sequence's counts while it works on it, so two sequences cannot share one array
+  for (uint32_t i = 0; i < n && !c.failed; i++)
+    for (uint32_t q = 0; q < i && !c.failed; q++)
+      if (counts[i] == counts[q]) failf(&c, "counts[%u] and counts[%u] are the same array", q, i);
+  if (!c.failed) kf_select_pflm(blocks, counts, takes, lams, n, V, kmax, (int32_t)mk, out);
+  free(blocks);
+  free(counts);
+  return c.failed ? NULL : undef(env);
+}
+
+// exp64(out: Float64Array, x: Float64Array): the sampling kernels' exp over an array (tests compare it with Math.exp)
+static napi_value js_exp64(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "exp64", 2)) return NULL;
+  size_t n;
+  double *x = typed(&c, 1, "x", napi_float64_array, "Float64Array", &n, 0);
+  double *out = f64(&c, 0, "out", n);
+  if (c.failed) return NULL;
+  kf_exp64_array(out, x, n);
+  return undef(env);
+}
+
+// addInPlace(a, b): a += b elementwise (float32)
+static napi_value js_add_inplace(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "addInPlace", 2)) return NULL;
+  size_t n;
+  float *a = typed(&c, 0, "a", napi_float32_array, "Float32Array", &n, 0);
+  float *b = f32(&c, 1, "b", n, 0);
+  if (c.failed) return NULL;
+  size_t nb;
+  typed(&c, 1, "b", napi_float32_array, "Float32Array", &nb, 0);
+  if (nb != n) {
+    failf(&c, "b has %zu elements, a has %zu", nb, n);
+    return NULL;
+  }
+  if (a != b && overlaps(a, n, b, n)) {
+    failf(&c, "a and b overlap partially");
+    return NULL;
+  }
+  kf_add_inplace(a, b, n);
+  return undef(env);
+}
+
+// scatterRows(dst, dstStride, src, srcStride, width, rowIndex: Int32Array)
+static napi_value js_scatter_rows(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "scatterRows", 6)) return NULL;
+  size_t nd, ns, rows;
+  float *dst = typed(&c, 0, "dst", napi_float32_array, "Float32Array", &nd, 0);
+  size_t dstStride = dim(&c, 1, "dstStride");
+  const float *src = typed(&c, 2, "src", napi_float32_array, "Float32Array", &ns, 0);
+  size_t srcStride = dim(&c, 3, "srcStride"), width = dim(&c, 4, "width");
+  int32_t *ri = typed(&c, 5, "rowIndex", napi_int32_array, "Int32Array", &rows, 0);
+  if (c.failed) return NULL;
+  if (width > dstStride || width > srcStride) {
+    failf(&c, "width %zu exceeds a stride (dst %zu, src %zu)", width, dstStride, srcStride);
+    return NULL;
+  }
+  if (rows && (rows - 1) * srcStride + width > ns) {
+    failf(&c, "src has %zu elements, %zu rows of stride %zu need %zu", ns, rows, srcStride, (rows - 1) * srcStride + width);
+    return NULL;
+  }
+  for (size_t r = 0; r < rows; r++)
+    if (ri[r] < 0 || (size_t)ri[r] * dstStride + width > nd) {
+      failf(&c, "rowIndex[%zu] = %d is outside dst (%zu rows of stride %zu)", r, ri[r], nd / (dstStride ? dstStride : 1),
+            dstStride);
+      return NULL;
+    }
+  if (rows && overlaps(dst, nd, src, (rows - 1) * srcStride + width)) {
+    failf(&c, "dst and src overlap");
+    return NULL;
+  }
+  kf_scatter_rows(dst, dstStride, src, srcStride, width, ri, rows);
+  return undef(env);
+}
+
 // readBandwidth(buf, reps) -> GB/s (best rep)
 static napi_value js_read_bandwidth(napi_env env, napi_callback_info info) {
   call c;
@@ -497,6 +696,8 @@ NAPI_MODULE_INIT() {
     {"layerNormBackward", js_layernorm_backward}, {"gelu", js_gelu}, {"geluBackward", js_gelu_backward},
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},
+    {"sampleAr", js_sample_ar}, {"selectPflm", js_select_pflm}, {"exp64", js_exp64},
+    {"addInPlace", js_add_inplace}, {"scatterRows", js_scatter_rows},
     {"readBandwidth", js_read_bandwidth}, {"fmaPeak", js_fma_peak}, {"misalignment", js_misalignment}, {"info", js_info},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

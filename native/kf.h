@@ -69,6 +69,27 @@ void kf_adamw(float *p, const float *g, float *m, float *v, const uint8_t *decay
 double kf_read_bandwidth(const float *buf, size_t n, int reps);
 double kf_fma_peak(double ms);
 
+// ---- token selection (sample.c) ----------------------------------------------------------------------------------
+// exp in float64 with the bits of V8's Math.exp (the algorithm behind it), scalar and over an array.
+double kf_exp64(double x);
+void kf_exp64_array(double *out, const double *x, size_t n);
+// AR rule per row (sampling.ts sampleAr after the logits processors): temps[i] == 0 -> first argmax; else inverse
+// CDF of softmax(row / temps[i]) in float64 at us[i], restricted to the top-p nucleus when topPs[i] < 1. out[i] is
+// the token, -1 when the row holds NaN/inf (where TS throws), -2 when scratch memory could not be allocated.
+void kf_sample_ar(float *const *rows, size_t n, size_t V, const double *temps, const double *topPs,
+                  const double *us, int32_t *out);
+// PFLM rule per sequence (sampling.ts selectPflm): slots s < takes[i] of blocks[i] ([kmax][V]) take the argmax
+// penalised by lambdas[i] in turn; out[i*kmax + s] is the token or -1 (NaN row; later slots unset). Mask logits are set in place;
+// counts[i] is left as it was (the caller records the tokens). The counts arrays must be distinct.
+void kf_select_pflm(float *const *blocks, int32_t *const *counts, const int32_t *takes, const double *lambdas,
+                    size_t n, size_t V, size_t kmax, int32_t maskIndex, int32_t *out);
+
+// ---- row glue (rows.c) -------------------------------------------------------------------------------------------
+void kf_add_inplace(float *a, const float *b, size_t n);
+// dst[rowIndex[r] * dstStride + c] = src[r * srcStride + c] for c < width.
+void kf_scatter_rows(float *dst, size_t dstStride, const float *src, size_t srcStride, size_t width,
+                     const int32_t *rowIndex, size_t rows);
+
 // ---- shared numeric helpers (mathx.c) ---------------------------------------------------------------------------
 // Dot product with the one fixed summation order used everywhere a row-invariant result is needed: 16 lane
 // accumulators walked over k in order (zero-padded tail), then the pairwise tree lanes (i, i+8), (i, i+4), (i, i+2),

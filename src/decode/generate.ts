@@ -5,7 +5,7 @@
 // uniform t, so the output of a prompt depends on (model, prompt, seed, stream, options) only, not on the batch.
 import type { BatchDecoder, SeqId } from '../model/types.ts';
 import { NoiseStream } from './noise.ts';
-import { TokenCounts, recommendedPenalty, sampleAr, selectPflm } from './sampling.ts';
+import { TokenCounts, recommendedPenalty, sampleArRows, selectPflmRows } from './sampling.ts';
 
 export interface TokenEvent {
   /** Index of the prompt in the `prompts` argument. */
@@ -125,6 +125,8 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
   };
   const arOpts = { temperature: o.temperature, topP: o.topP, penalty: o.penalty, maskIndex };
   const scratch = new Float64Array(V);
+  // The logits are consumed before the next step, so the decoder need not copy them.
+  const step = decoder.stepShared ? decoder.stepShared.bind(decoder) : decoder.step.bind(decoder);
   let nextPrompt = 0;
   let active: Active[] = [];
   try {
@@ -147,24 +149,24 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
       if (decoder.kind === 'pflm') {
         // The last step of a sequence keeps only the slots it still needs; the uniforms stay aligned to positions.
         noise = active.map((a) => a.noise.take(Math.min(o.k, opts.maxNewTokens - a.out.length)));
-        outs = decoder.step(ids, { noise, tau: active.map(() => o.tau) });
+        outs = step(ids, { noise, tau: active.map(() => o.tau) });
       } else {
-        outs = decoder.step(ids);
+        outs = step(ids);
       }
       result.steps++;
       const t1 = process.hrtime.bigint();
       result.forwardSeconds += Number(t1 - t0) / 1e9;
       const still: Active[] = [];
+      // Every row of the step at once (the native kernels use both cores); the first failing row's error is thrown.
+      const chosen: (number[] | Error)[] = decoder.kind === 'pflm'
+        ? selectPflmRows(outs, V, active.map((a) => a.counts), active.map(() => o.penalty), maskIndex, noise.map((r) => r.length))
+        : sampleArRows(outs, active.map((a) => a.noise.next()), active.map((a) => a.counts), arOpts, 'auto', scratch)
+          .map((t) => (t instanceof Error ? t : [t]));
+      for (const c of chosen) if (c instanceof Error) throw c;
       active.forEach((a, i) => {
         a.steps++;
-        let emitted: number[];
-        if (decoder.kind === 'pflm') {
-          emitted = selectPflm(outs[i], V, a.counts, o.penalty, maskIndex, noise[i].length);
-        } else {
-          const t = sampleAr(outs[i], a.noise.next(), a.counts, arOpts, scratch);
-          a.counts.add(t);
-          emitted = [t];
-        }
+        let emitted = chosen[i] as number[];
+        if (decoder.kind === 'ar') a.counts.add(emitted[0]);
         let finish: FinishReason | undefined;
         const stop = emitted.findIndex((t) => o.eos.has(t));
         if (stop >= 0) {

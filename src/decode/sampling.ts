@@ -6,6 +6,11 @@
 // Both apply the same logits processors first (mask suppression, frequency penalty), so every decoding feature
 // reaches both kinds. The AR rule equals the teacher targets of KFORCING.md section 5, so an AR rollout and a PFLM
 // block driven by the same uniforms are directly comparable.
+// sampleArRows / selectPflmRows apply a rule to every row of a decode step at once; with the native backend they run
+// the addon's kernels (native/sample.c: same arithmetic, both cores), which give exactly the tokens of the per-row
+// functions below.
+import { getBackend } from '../tensor/select.ts';
+import { nativeSelect, type NativeSelect } from '../tensor/native.ts';
 
 /** The value the [MASK] logit is replaced with in every output (KFORCING.md section 2). */
 export const MASK_LOGIT = -1000;
@@ -211,6 +216,157 @@ export function selectPflm(slotLogits: Float32Array, V: number, counts: TokenCou
     out.push(best);
   }
   return out;
+}
+
+// ---- batched selection (one call per decode step) ------------------------------------------------------------
+
+/** Which implementation the batched rules use: 'auto' = the native kernels when the process backend is native and
+ * KFORCE_SELECT is not 'ts' (that variable lets benchmarks measure the TypeScript rules on the native backend). */
+export type SelectImpl = 'auto' | 'ts' | 'native';
+
+let nativeCache: NativeSelect | null | undefined;
+
+function selectKernels(impl: SelectImpl, fn: string): NativeSelect | null {
+  if (impl === 'ts') return null;
+  if (impl === 'auto' && (getBackend().name !== 'native' || process.env.KFORCE_SELECT === 'ts')) return null;
+  if (nativeCache === undefined) nativeCache = nativeSelect();
+  if (!nativeCache && impl === 'native') throw new Error(`${fn}: the native addon is unavailable`);
+  return nativeCache;
+}
+
+const errorOf = (e: unknown): Error => (e instanceof Error ? e : new Error(String(e)));
+
+/**
+ * sampleAr for every row of a step: row i with uniform us[i], counts[i] (or none) and opts[i] (or one options object
+ * for all). Rows are processed in place as sampleAr does. Returns per row the token, or the Error sampleAr throws for
+ * that row (the other rows are unaffected).
+ */
+export function sampleArRows(rows: Float32Array[], us: ArrayLike<number>, counts: readonly (TokenCounts | null)[] | null,
+  opts: ArSamplingOptions | readonly ArSamplingOptions[], impl: SelectImpl = 'auto', scratch?: Float64Array): (number | Error)[] {
+  const n = rows.length;
+  const optsAt = (i: number): ArSamplingOptions => (Array.isArray(opts) ? (opts as ArSamplingOptions[])[i] : opts as ArSamplingOptions);
+  if (us.length !== n) throw new Error(`sampleArRows: ${us.length} uniforms for ${n} rows`);
+  if (counts && counts.length !== n) throw new Error(`sampleArRows: ${counts.length} count tables for ${n} rows`);
+  if (Array.isArray(opts) && opts.length !== n) throw new Error(`sampleArRows: ${opts.length} option sets for ${n} rows`);
+  const res: (number | Error)[] = new Array<number | Error>(n);
+  const single = (i: number): void => {
+    try {
+      res[i] = sampleAr(rows[i], us[i], counts ? counts[i] : null, optsAt(i), scratch);
+    } catch (e) {
+      res[i] = errorOf(e);
+    }
+  };
+  const k = selectKernels(impl, 'sampleArRows');
+  if (!k) {
+    for (let i = 0; i < n; i++) single(i);
+    return res;
+  }
+  // Rows the kernel takes: valid options (anything else goes through sampleAr, which throws its own message).
+  const idx: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = optsAt(i);
+    const T = o.temperature;
+    const ok = rows[i] instanceof Float32Array && rows[i].length > 0 && Number.isFinite(T) && T >= 0 &&
+      (T === 0 || (us[i] > 0 && us[i] <= 1 && !(o.topP <= 0)));
+    if (ok) idx.push(i);
+    else single(i);
+  }
+  if (idx.length === 0) return res;
+  const V = rows[idx[0]].length;
+  const kr: Float32Array[] = [];
+  const temps = new Float64Array(idx.length), topPs = new Float64Array(idx.length), uk = new Float64Array(idx.length);
+  idx.forEach((i, j) => {
+    const o = optsAt(i);
+    const row = rows[i];
+    suppressMask(row, o.maskIndex);
+    const c = counts ? counts[i] : null;
+    if (c) applyFrequencyPenalty(row, c, o.penalty);
+    kr.push(row);
+    temps[j] = o.temperature;
+    topPs[j] = o.topP < 1 ? o.topP : 1; // sampleAr filters only when topP < 1 (NaN included in "not")
+    uk[j] = o.temperature === 0 ? 1 : us[i];
+  });
+  const out = new Int32Array(idx.length);
+  // Rows of another length than the first go one by one (the kernel takes one V).
+  const same = kr.every((r) => r.length === V);
+  if (same) {
+    k.sampleAr(kr, V, temps, topPs, uk, out);
+  } else {
+    out.fill(-3);
+  }
+  idx.forEach((i, j) => {
+    if (out[j] >= 0) {
+      res[i] = out[j];
+      return;
+    }
+    // NaN/inf logits (or a kernel that could not run): the TS rule on the processed row gives its exact error, or
+    // the token. Processors are idempotent only for the mask, so the penalty is not applied twice.
+    const o = optsAt(i);
+    try {
+      res[i] = sampleAr(rows[i], us[i], null, { ...o, penalty: 0 }, scratch);
+    } catch (e) {
+      res[i] = errorOf(e);
+    }
+  });
+  return res;
+}
+
+/**
+ * selectPflm for every sequence of a step: blocks[i] ([k * V] slot logits), its counts (updated with the chosen
+ * tokens, like selectPflm), frequency penalty lambdas[i] and takes[i] slots. Returns per sequence the tokens, or the
+ * Error selectPflm throws (its counts then hold the slots before the failing one, as selectPflm leaves them).
+ */
+export function selectPflmRows(blocks: Float32Array[], V: number, counts: readonly TokenCounts[], lambdas: ArrayLike<number>,
+  maskIndex: number, takes: ArrayLike<number>, impl: SelectImpl = 'auto'): (number[] | Error)[] {
+  const n = blocks.length;
+  if (counts.length !== n || lambdas.length !== n || takes.length !== n) {
+    throw new Error(`selectPflmRows: ${n} blocks need as many count tables, penalties and slot counts (got ${counts.length}, ${lambdas.length}, ${takes.length})`);
+  }
+  const res: (number[] | Error)[] = new Array<number[] | Error>(n);
+  const single = (i: number): void => {
+    try {
+      res[i] = selectPflm(blocks[i], V, counts[i], lambdas[i], maskIndex, takes[i]);
+    } catch (e) {
+      res[i] = errorOf(e);
+    }
+  };
+  const k = selectKernels(impl, 'selectPflmRows');
+  if (!k) {
+    for (let i = 0; i < n; i++) single(i);
+    return res;
+  }
+  const idx: number[] = [];
+  let kmax = 0;
+  for (let i = 0; i < n; i++) {
+    const b = blocks[i];
+    const t = takes[i];
+    const kb = b instanceof Float32Array ? Math.floor(b.length / V) : -1;
+    const ok = Number.isInteger(V) && V > 0 && kb * V === b.length && Number.isInteger(t) && t >= 0 && t <= kb &&
+      lambdas[i] >= 0 && Number.isFinite(lambdas[i]) && counts[i].vocabSize === V && !idx.some((j) => counts[j] === counts[i]);
+    if (ok) {
+      idx.push(i);
+      kmax = Math.max(kmax, t);
+    } else {
+      single(i);
+    }
+  }
+  if (idx.length === 0) return res;
+  const out = new Int32Array(idx.length * kmax);
+  k.selectPflm(idx.map((i) => blocks[i]), idx.map((i) => counts[i].counts), Int32Array.from(idx, (i) => takes[i]),
+    Float64Array.from(idx, (i) => lambdas[i]), V, kmax, maskIndex, out);
+  idx.forEach((i, j) => {
+    const toks: number[] = [];
+    for (let s = 0; s < takes[i]; s++) toks.push(out[j * kmax + s]);
+    if (toks.some((t) => t < 0)) {
+      // A NaN row: the kernel left the counts untouched, so selectPflm over the block records the slots before it
+      // and throws its own error.
+      single(i);
+      return;
+    }
+    for (const t of toks) counts[i].add(t);
+    res[i] = toks;
+  });
+  return res;
 }
 
 /** The paper's recommended frequency penalty per k (KFORCING.md section 6); 0 for k = 1. */

@@ -94,7 +94,15 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
   }
 
   step(ids: SeqId[], opts: { noise?: number[][]; tau?: number[] } = {}): Float32Array[] {
-    const fn = 'decoder.step';
+    return this.forward('decoder.step', ids, opts, true);
+  }
+
+  stepShared(ids: SeqId[], opts: { noise?: number[][]; tau?: number[] } = {}): Float32Array[] {
+    return this.forward('decoder.stepShared', ids, opts, false);
+  }
+
+  /** One packed forward; returns per sequence its logits, copied or as views of the model's scratch logits. */
+  private forward(fn: string, ids: SeqId[], opts: { noise?: number[][]; tau?: number[] }, copy: boolean): Float32Array[] {
     const m = this.model;
     const { D, V } = m;
     if (!Array.isArray(ids) || ids.length === 0) throw new Error(`${fn}: ids must be a non-empty array of sequence ids`);
@@ -180,7 +188,7 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     for (let i = 0; i < S; i++) {
       const n = this.kind === 'ar' ? 1 : ks[i];
       const slice = tr.logits.subarray(o * V, (o + n) * V);
-      res.push(slice instanceof Float32Array ? slice.slice() : Float32Array.from(slice));
+      res.push(slice instanceof Float32Array ? (copy ? slice.slice() : slice) : Float32Array.from(slice));
       o += n;
     }
     return res;

@@ -46,4 +46,10 @@ export interface BatchDecoder {
    * logits of the k noise slots.
    */
   step(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[];
+  /**
+   * Optional: `step` without the copy of the logits. The arrays are views of the model's scratch memory, valid only
+   * until the model's next forward pass (any step of any of its decoders); at [S, V] floats per step the copy costs
+   * a few percent of a decode step. For callers that consume the logits right away (generate, the server).
+   */
+  stepShared?(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[];
 }

@@ -9,7 +9,7 @@
 // in the batch, and equals `generate(decoder, [prompt], { seed })`.
 import type { BatchDecoder, SeqId } from '../model/types.ts';
 import { NoiseStream } from '../decode/noise.ts';
-import { TokenCounts, sampleAr, selectPflm } from '../decode/sampling.ts';
+import { TokenCounts, sampleArRows, selectPflmRows } from '../decode/sampling.ts';
 import { ApiError } from './errors.ts';
 import type { FinishReason, ServeMetrics } from './metrics.ts';
 
@@ -247,6 +247,11 @@ export class Scheduler {
     this.opts.metrics.activeSequences = this.active.length;
   }
 
+  /** decoder.step, without the logits copy where the decoder offers that (they are used before the next step). */
+  private stepLogits(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[] {
+    return this.decoder.stepShared ? this.decoder.stepShared(ids, opts) : this.decoder.step(ids, opts);
+  }
+
   private step(): void {
     const batch = this.active;
     const cfg = this.decoder.config;
@@ -259,9 +264,9 @@ export class Scheduler {
       if (pflm) {
         // The last step of a sequence keeps only the slots it still needs (KFORCING.md section 6).
         noise = batch.map((e) => e.noise.take(Math.min(this.opts.k, e.job.maxTokens - e.out.length)));
-        outs = this.decoder.step(ids, { noise, tau: batch.map((e) => e.job.temperature) });
+        outs = this.stepLogits(ids, { noise, tau: batch.map((e) => e.job.temperature) });
       } else {
-        outs = this.decoder.step(ids);
+        outs = this.stepLogits(ids);
       }
     } catch (err) {
       // A failed forward pass fails the requests in it, not the process.
@@ -271,23 +276,23 @@ export class Scheduler {
     }
     let emittedTotal = 0;
     const keep: Entry[] = [];
+    // All rows of the step in one call (native kernels on both cores); a row that fails fails only its request.
+    const chosen: (number[] | Error)[] = pflm
+      ? selectPflmRows(outs, cfg.vocabSize, batch.map((e) => e.counts), batch.map((e) => e.job.penalty), cfg.maskIndex,
+        noise.map((r) => r.length))
+      : sampleArRows(outs, batch.map((e) => e.noise.next()), batch.map((e) => e.counts),
+        batch.map((e) => ({ temperature: e.job.temperature, topP: e.job.topP, penalty: e.job.penalty, maskIndex: cfg.maskIndex })),
+        'auto', this.scratch).map((t) => (t instanceof Error ? t : [t]));
     for (let i = 0; i < batch.length; i++) {
       const e = batch[i];
       e.steps++;
-      let emitted: number[];
-      try {
-        if (pflm) {
-          emitted = selectPflm(outs[i], cfg.vocabSize, e.counts, e.job.penalty, cfg.maskIndex, noise[i].length);
-        } else {
-          const opts = { temperature: e.job.temperature, topP: e.job.topP, penalty: e.job.penalty, maskIndex: cfg.maskIndex };
-          const t = sampleAr(outs[i], e.noise.next(), e.counts, opts, this.scratch);
-          e.counts.add(t);
-          emitted = [t];
-        }
-      } catch (err) {
-        this.retire(e, 'error', err);
+      const c = chosen[i];
+      if (c instanceof Error) {
+        this.retire(e, 'error', c);
         continue;
       }
+      let emitted = c;
+      if (!pflm) e.counts.add(emitted[0]);
       emittedTotal += emitted.length;
       let reason: FinishReason | null = null;
       const eosAt = emitted.findIndex((t) => this.eos.has(t));

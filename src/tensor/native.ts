@@ -35,6 +35,14 @@ interface Addon {
   sumSquares(g: Float32Array): number;
   adamw(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, decayMask: Uint8Array | null,
     lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+  sampleAr(rows: Float32Array[], V: number, temps: Float64Array, topPs: Float64Array, us: Float64Array,
+    out: Int32Array): void;
+  selectPflm(blocks: Float32Array[], counts: Int32Array[], takes: Int32Array, lambdas: Float64Array, V: number,
+    kmax: number, maskIndex: number, out: Int32Array): void;
+  exp64(out: Float64Array, x: Float64Array): void;
+  addInPlace(a: Float32Array, b: Float32Array): void;
+  scatterRows(dst: Float32Array, dstStride: number, src: Float32Array, srcStride: number, width: number,
+    rowIndex: Int32Array): void;
   readBandwidth(buf: Float32Array, reps: number): number;
   fmaPeak(ms: number): number;
   misalignment(buf: Float32Array): number;
@@ -154,6 +162,60 @@ export function loadNativeBackend(): { backend: Backend | null; error: string | 
   if (!addon) return { backend: null, error };
   backendCache = makeBackend(addon);
   return { backend: backendCache, error: null };
+}
+
+/**
+ * The addon's token-selection kernels (native/sample.c), which give exactly the tokens of the TypeScript rules in
+ * src/decode/sampling.ts (that module decides when to use them); null when the addon is unavailable.
+ *  - sampleAr: per row i (logits processors already applied), temps[i] = 0: first argmax; else the inverse-CDF token
+ *    of softmax(row / temps[i]) at us[i], within the top-p nucleus when topPs[i] < 1. out[i] = token, -1 where
+ *    the TS rule throws (NaN or infinite logits), -2 when scratch memory ran out. temps finite >= 0, topPs and us
+ *    in (0, 1].
+ *  - selectPflm: per sequence i, slots s < takes[i] of blocks[i] ([kmax * V]) take in turn
+ *    argmax(logits - fround(lambdas[i]) * count), counts[i] including the earlier slots' choices (restored after:
+ *    the caller records the tokens); out[i * kmax + s] = token, or -1 for a NaN row (later slots unset). Sets the
+ *    mask logit of the used slots in place.
+ *  - exp64: out[i] = exp(x[i]) with the bits of Math.exp.
+ */
+export interface NativeSelect {
+  sampleAr(rows: Float32Array[], V: number, temps: Float64Array, topPs: Float64Array, us: Float64Array,
+    out: Int32Array): void;
+  selectPflm(blocks: Float32Array[], counts: Int32Array[], takes: Int32Array, lambdas: Float64Array, V: number,
+    kmax: number, maskIndex: number, out: Int32Array): void;
+  exp64(out: Float64Array, x: Float64Array): void;
+}
+
+export function nativeSelect(): NativeSelect | null {
+  const { addon } = loadAddon();
+  if (!addon) return null;
+  return {
+    sampleAr: (rows, V, temps, topPs, us, out) => addon.sampleAr(rows, V, temps, topPs, us, out),
+    selectPflm: (blocks, counts, takes, lambdas, V, kmax, maskIndex, out) =>
+      addon.selectPflm(blocks, counts, takes, lambdas, V, kmax, maskIndex, out),
+    exp64: (out, x) => addon.exp64(out, x),
+  };
+}
+
+/**
+ * Row glue of the forward pass in the addon (native/rows.c), for float32 buffers; null when the addon is unavailable.
+ * Results equal the JS loops bit for bit.
+ *  - addInPlace: a += b (same length).
+ *  - scatterRows: row r of src (stride srcStride) to row rowIndex[r] of dst (stride dstStride), `width` floats each.
+ */
+export interface NativeRows {
+  addInPlace(a: Float32Array, b: Float32Array): void;
+  scatterRows(dst: Float32Array, dstStride: number, src: Float32Array, srcStride: number, width: number,
+    rowIndex: Int32Array): void;
+}
+
+export function nativeRows(): NativeRows | null {
+  const { addon } = loadAddon();
+  if (!addon) return null;
+  return {
+    addInPlace: (a, b) => addon.addInPlace(a, b),
+    scatterRows: (dst, dstStride, src, srcStride, width, rowIndex) =>
+      addon.scatterRows(dst, dstStride, src, srcStride, width, rowIndex),
+  };
 }
 
 /** Streaming read (sum) of buf on all native threads, best of `reps`; returns GB/s. For benchmarks. */
