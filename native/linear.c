@@ -44,16 +44,17 @@ static long knob_block_many = 384; // KiB of weights (per K chunk) per block wit
 static long knob_kc = 768;         // K chunk with many rows (multiple of 16); 0: never chunk
 static long knob_mb = 32;          // x rows per block when K is chunked
 static long knob_grp_max = 32;     // up to this many rows: the grouped streaming path (0: always 4x4 tiles)
+static long knob_tiles34 = 1;      // 3 or 4 rows: the 4x4 register tiles (one streaming pass; measured a bit faster)
 static long knob_pf_few = 8192;    // grouped path: prefetch distance (bytes of group-0 consumption)
 static long knob_hint0 = 0;        // grouped path, group 0 prefetch: 0 T0, 1 T1, 2 NTA
-static long knob_hint1 = 1;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA
+static long knob_hint1 = 1;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA, 3 none
 static long knob_xbudget = 24;     // grouped path: KiB of L1 for one group's x chunk
 static long knob_huge = 1;         // back weight matrices of >= 2 MB with transparent huge pages (MADV_COLLAPSE)
 static int knobs_read = 0;
 
 static const struct { const char *name; long *v; } knobs[] = {
   {"pf_bytes", &knob_pf_bytes}, {"block_few", &knob_block_few}, {"block_grp", &knob_block_grp},
-  {"block_many", &knob_block_many}, {"kc", &knob_kc}, {"mb", &knob_mb}, {"grp_max", &knob_grp_max},
+  {"block_many", &knob_block_many}, {"kc", &knob_kc}, {"mb", &knob_mb}, {"grp_max", &knob_grp_max}, {"tiles34", &knob_tiles34},
   {"pf_few", &knob_pf_few}, {"hint0", &knob_hint0}, {"hint1", &knob_hint1}, {"xbudget", &knob_xbudget},
   {"huge", &knob_huge},
 };
@@ -249,14 +250,25 @@ KF_INLINE void gtile(const int NR, const int MR, const int HINT, const float *x,
     for (int a = 0; a < NR * MR; a++) park[a] = acc[a];
     return;
   }
-  float t[48];
-#pragma GCC unroll 2
-  for (int g = 0; g < NR * MR; g += 16)
-    _mm512_storeu_ps(t + g, kf_reduce(acc + g, NR * MR - g < 16 ? NR * MR - g : 16));
+  // The 16-value tree per group of 16 slots (a short group is padded with copies of its first slot: the tree never
+  // mixes slots, so the padding only fills lanes nobody reads). Lane a of s0:s1 is slot a.
+#define KF_A(g, i) acc[(g) + (i) < NR * MR ? (g) + (i) : (g)]
+#define KF_RED(g)                                                                                                   \
+  kf_reduce16(KF_A(g, 0), KF_A(g, 1), KF_A(g, 2), KF_A(g, 3), KF_A(g, 4), KF_A(g, 5), KF_A(g, 6), KF_A(g, 7),         \
+              KF_A(g, 8), KF_A(g, 9), KF_A(g, 10), KF_A(g, 11), KF_A(g, 12), KF_A(g, 13), KF_A(g, 14), KF_A(g, 15))
+  const __m512 s0 = KF_RED(0), s1 = NR * MR > 16 ? KF_RED(16) : s0;
+#undef KF_RED
+#undef KF_A
+  // Row mi's NR sums are slots mi * NR .. mi * NR + NR - 1: one two-source permute and one masked store per x row.
+  const __mmask16 om = (__mmask16)((1u << NR) - 1u);
+  const __m512 bv = bias ? _mm512_maskz_loadu_ps(om, bias) : _mm512_setzero_ps();
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #pragma GCC unroll 8
-  for (int mi = 0; mi < MR; mi++)
-#pragma GCC unroll 16
-    for (int ni = 0; ni < NR; ni++) out[mi * N + ni] = bias ? t[mi * NR + ni] + bias[ni] : t[mi * NR + ni];
+  for (int mi = 0; mi < MR; mi++) {
+    __m512 v = _mm512_permutex2var_ps(s0, _mm512_add_epi32(lane, _mm512_set1_epi32(mi * NR)), s1);
+    if (bias) v = _mm512_add_ps(v, bv);
+    _mm512_mask_storeu_ps(out + mi * N, om, v);
+  }
 }
 
 typedef void (*gtile_fn)(const float *, const float *, const float *, float *, size_t, size_t, size_t, size_t,
@@ -352,7 +364,7 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
     if (g == 0) {
       const size_t pfb = knob_pf_few > 0 ? (size_t)knob_pf_few : 1;
       D = (pfb + nr * kc * sizeof(float) - 1) / (nr * kc * sizeof(float));
-    } else if (g == 1) {
+    } else if (g == 1 && knob_hint1 < H_COUNT) {
       if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
       if (*nxt < j->nblocks) {
         const size_t x0 = *nxt * j->nb, x1 = x0 + j->nb < N ? x0 + j->nb : N;
@@ -369,6 +381,7 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
     }
     const float *x = j->x + m0 * K;
     float *o = j->out + m0 * N;
+    size_t pc = D / T, pt = D % T;
     for (size_t c = 0; c < C; c++) {
       const size_t k0 = c * kc, k1 = k0 + kc < K ? k0 + kc : K;
       const int mode = (c == 0 ? T_FIRST : 0) | (c == C - 1 ? T_LAST : 0);
@@ -378,20 +391,23 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
         size_t ps = K * sizeof(float), pj = 64;
         int np = 0;
         if (g == 0) {
-          const size_t s = c * T + t + D;
-          if (s < C * T) {
-            pf = (const char *)(j->w + (n0 + s % T * nr) * K + s / T * kc);
+          // (pc, pt): chunk and tile D tiles ahead in this group's consumption order.
+          if (pc < C) {
+            pf = (const char *)(j->w + (n0 + pt * nr) * K + pc * kc);
             np = (int)nr;
           } else if (G == 1) {
             if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
             if (*nxt < j->nblocks) {
-              const size_t x0 = *nxt * j->nb, x1 = x0 + j->nb < N ? x0 + j->nb : N;
-              const size_t Tn = (x1 - x0 + nr - 1) / nr, e = s - C * T;
-              if (e < Tn * C) {
-                pf = (const char *)(j->w + (x0 + e % Tn * nr) * K + e / Tn * kc);
+              const size_t x0 = *nxt * j->nb, x1 = x0 + j->nb < N ? x0 + j->nb : N, e = (pc - C) * T + pt;
+              if (e * nr < x1 - x0) {
+                pf = (const char *)(j->w + (x0 + e * nr) * K);
                 np = (int)nr;
               }
             }
+          }
+          if (++pt == T) {
+            pt = 0;
+            pc++;
           }
         } else if (lcur && lcur < lend) {
           pf = lcur;
@@ -570,7 +586,7 @@ void kf_linear(float *out, const float *x, const float *w, const float *bias, si
   j.out = out; j.x = x; j.w = w; j.bias = bias; j.M = M; j.K = K; j.N = N;
   const double flops = 2.0 * (double)M * (double)K * (double)N;
 #ifdef __AVX512F__
-  if (M <= (size_t)(knob_grp_max > 0 ? knob_grp_max : 0)) {
+  if (M <= (size_t)(knob_grp_max > 0 ? knob_grp_max : 0) && !(knob_tiles34 && (M == 3 || M == 4))) {
     static int inited = 0;
     if (!inited) {
       gt_init();
