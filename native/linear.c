@@ -7,11 +7,12 @@
 // bits whatever M is, where it sits, and which tile it lands in.
 //
 // Work split: both threads pull blocks of weight rows (N) from a shared counter; K is never split between threads.
-// Few rows (decode, M <= 8): one pass over the block with all rows in one register tile (8 weight rows x 1-2 x rows,
-// 4 x 3-4, 2 x 5-8), so every weight row is streamed from DRAM exactly once, with software prefetch ahead.
-// Many rows (4x4 register tiles): the block is sized to stay in L2 and every x tile (kept in L1) walks it; for long K the work is cut into
-// K chunks so that x tile and weight chunk both fit, and the 16 accumulators of every (x tile, weight quad) pair are
-// parked in a small per-thread buffer between chunks.
+// Decode sizes (M <= 32, except 3-4 rows): the grouped path below: rows in groups of <= 8, each group one register
+// tile of up to 24 accumulators (8 weight rows x 1-2 x rows ... 3 x 7-8), K chunked so that the group's x stays in
+// L1, every weight row streamed from DRAM once per call with software prefetch in consumption order.
+// 3-4 rows and many rows (4x4 register tiles): the block is sized to stay in L2 and every x tile (kept in L1) walks
+// it; for long K the work is cut into K chunks so that x tile and weight chunk both fit, and the 16 accumulators of
+// every (x tile, weight quad) pair are parked in a small per-thread buffer between chunks.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -362,7 +363,7 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
     __m512 *park = C > 1 ? park_space(T * nr * mr) : NULL;
     size_t D = 1;
     if (g == 0) {
-      const size_t pfb = knob_pf_few > 0 ? (size_t)knob_pf_few : 1;
+      const size_t pfb = knob_pf_few > 0 ? (size_t)knob_pf_few : 1; // <= 0: no software prefetch
       D = (pfb + nr * kc * sizeof(float) - 1) / (nr * kc * sizeof(float));
     } else if (g == 1 && knob_hint1 < H_COUNT) {
       if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
@@ -392,7 +393,8 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
         int np = 0;
         if (g == 0) {
           // (pc, pt): chunk and tile D tiles ahead in this group's consumption order.
-          if (pc < C) {
+          if (knob_pf_few <= 0) {
+          } else if (pc < C) {
             pf = (const char *)(j->w + (n0 + pt * nr) * K + pc * kc);
             np = (int)nr;
           } else if (G == 1) {
