@@ -47,6 +47,8 @@ static long knob_mb = 32;          // x rows per block when K is chunked
 static long knob_grp_max = 32;     // up to this many rows: the grouped streaming path (0: always 4x4 tiles)
 static long knob_tiles34 = 1;      // 3 or 4 rows: the 4x4 register tiles (one streaming pass; measured a bit faster)
 static long knob_pf_few = 8192;    // grouped path: prefetch distance (bytes of group-0 consumption)
+static long knob_pf_rows = 3;      // grouped path: software prefetch only for groups of at least this many rows (the
+                                   // hardware prefetchers alone stream 1-2 rows faster, measured)
 static long knob_hint0 = 0;        // grouped path, group 0 prefetch: 0 T0, 1 T1, 2 NTA
 static long knob_hint1 = 1;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA, 3 none
 static long knob_xbudget = 24;     // grouped path: KiB of L1 for one group's x chunk
@@ -56,7 +58,7 @@ static int knobs_read = 0;
 static const struct { const char *name; long *v; } knobs[] = {
   {"pf_bytes", &knob_pf_bytes}, {"block_few", &knob_block_few}, {"block_grp", &knob_block_grp},
   {"block_many", &knob_block_many}, {"kc", &knob_kc}, {"mb", &knob_mb}, {"grp_max", &knob_grp_max}, {"tiles34", &knob_tiles34},
-  {"pf_few", &knob_pf_few}, {"hint0", &knob_hint0}, {"hint1", &knob_hint1}, {"xbudget", &knob_xbudget},
+  {"pf_few", &knob_pf_few}, {"pf_rows", &knob_pf_rows}, {"hint0", &knob_hint0}, {"hint1", &knob_hint1}, {"xbudget", &knob_xbudget},
   {"huge", &knob_huge},
 };
 
@@ -393,7 +395,7 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
         int np = 0;
         if (g == 0) {
           // (pc, pt): chunk and tile D tiles ahead in this group's consumption order.
-          if (knob_pf_few <= 0) {
+          if (knob_pf_few <= 0 || (long)mr < knob_pf_rows) {
           } else if (pc < C) {
             pf = (const char *)(j->w + (n0 + pt * nr) * K + pc * kc);
             np = (int)nr;
