@@ -24,9 +24,6 @@
 #include "kf.h"
 #include "simd.h"
 
-#ifndef KF_PF_HINT
-#define KF_PF_HINT _MM_HINT_T0
-#endif
 
 typedef struct {
   float *out;
