@@ -470,7 +470,8 @@ static void lin_range(const lin_job *j, size_t m0, size_t m1, size_t n0, size_t 
 static void lin_block(const lin_job *j, size_t n0, size_t n1, __m512 **scratch, size_t *scratch_n) {
   const size_t K = j->K, M = j->M;
   const size_t kc = knob_kc >= 16 ? (size_t)knob_kc / 16 * 16 : 0;
-  if (kc == 0 || K <= kc) {
+  // Up to 8 rows (3-4 rows, or the grouped path switched off) x stays in L1/L2 anyway: one unchunked streaming pass.
+  if (M <= GMAX || kc == 0 || K <= kc) {
     lin_range(j, 0, M, n0, n1, 0, K, NULL, T_FIRST | T_LAST, 1);
     return;
   }
@@ -612,7 +613,7 @@ void kf_linear(float *out, const float *x, const float *w, const float *bias, si
   // Many rows: the block (its current K chunk) is reused by every x tile, so it should sit in the 1 MB L2 next to
   // the x tiles.
   const size_t kc = knob_kc >= 16 ? (size_t)knob_kc / 16 * 16 : 0;
-  const size_t kspan = kc && K > kc ? kc : K;
+  const size_t kspan = M > 8 && kc && K > kc ? kc : K; // lin_block never chunks K for up to 8 rows
   size_t nb = ((size_t)knob_block_many << 10) / (kspan * sizeof(float));
   nb &= ~(size_t)3;
   if (nb < 4) nb = 4;
