@@ -7,19 +7,23 @@
 // bits whatever M is, where it sits, and which tile it lands in.
 //
 // Work split: both threads pull blocks of weight rows (N) from a shared counter; K is never split between threads.
-// Few rows (decode, M <= 8): one pass over the block with all rows in one register tile (8 weight rows x 1-2 x rows,
-// 4 x 3-4, 2 x 5-8), so every weight row is streamed from DRAM exactly once, with software prefetch ahead.
-// Many rows (4x4 register tiles): the block is sized to stay in L2 and every x tile (kept in L1) walks it; for long K the work is cut into
-// K chunks so that x tile and weight chunk both fit, and the 16 accumulators of every (x tile, weight quad) pair are
-// parked in a small per-thread buffer between chunks.
+// Decode sizes (M <= 32, except 3-4 rows): the grouped path below: rows in groups of <= 8, each group one register
+// tile of up to 24 accumulators (8 weight rows x 1-2 x rows ... 3 x 7-8), K chunked so that the group's x stays in
+// L1, every weight row streamed from DRAM once per call with software prefetch in consumption order.
+// 3-4 rows and many rows (4x4 register tiles): the block is sized to stay in L2 and every x tile (kept in L1) walks
+// it; for long K the work is cut into K chunks so that x tile and weight chunk both fit, and the 16 accumulators of
+// every (x tile, weight quad) pair are parked in a small per-thread buffer between chunks.
+#define _GNU_SOURCE
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include "kf.h"
 #include "simd.h"
 
-#define FEW_ROWS 8 // up to this many rows the weights are streamed from DRAM once per call
 
 typedef struct {
   float *out;
@@ -31,37 +35,52 @@ typedef struct {
 } lin_job;
 
 // Tuning knobs (kf_linear_knob; also read once from KFORCE_LIN_<NAME> environment variables).
-static long knob_pf_bytes = 0;     // prefetch distance in bytes along the weight stream; 0: one tile of rows ahead
-static long knob_block_few = 1536; // KiB of weights per block with few rows (even count of equal blocks)
+static long knob_pf_bytes = 0;     // many rows: prefetch distance in bytes along the weight stream; 0: one tile ahead
+static long knob_block_few = 1536; // KiB of weights per block with one group of rows (even count of equal blocks)
+static long knob_block_grp = 384;  // KiB of weights per block with several groups (kept in L2 for all of them)
 static long knob_block_many = 384; // KiB of weights (per K chunk) per block with many rows
 static long knob_kc = 768;         // K chunk with many rows (multiple of 16); 0: never chunk
 static long knob_mb = 32;          // x rows per block when K is chunked
-static long knob_stream = 1;       // few rows: one streaming pass with all rows (else 4x4 tiles, two passes)
+static long knob_grp_max = 32;     // up to this many rows: the grouped streaming path (0: always 4x4 tiles)
+static long knob_tiles34 = 1;      // 3 or 4 rows: the 4x4 register tiles (one streaming pass; measured a bit faster)
+static long knob_pf_few = 8192;    // grouped path: prefetch distance (bytes of group-0 consumption)
+static long knob_pf_rows = 3;      // grouped path: software prefetch only for groups of at least this many rows (the
+                                   // hardware prefetchers alone stream 1-2 rows faster, measured)
+static long knob_hint0 = 0;        // grouped path, group 0 prefetch: 0 T0, 1 T1, 2 NTA
+static long knob_hint1 = 1;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA, 3 none
+static long knob_xbudget = 24;     // grouped path: KiB of L1 for one group's x chunk
+static long knob_huge = 1;         // back weight matrices of >= 2 MB with transparent huge pages (MADV_COLLAPSE)
 static int knobs_read = 0;
 
+static const struct { const char *name; long *v; } knobs[] = {
+  {"pf_bytes", &knob_pf_bytes}, {"block_few", &knob_block_few}, {"block_grp", &knob_block_grp},
+  {"block_many", &knob_block_many}, {"kc", &knob_kc}, {"mb", &knob_mb}, {"grp_max", &knob_grp_max}, {"tiles34", &knob_tiles34},
+  {"pf_few", &knob_pf_few}, {"pf_rows", &knob_pf_rows}, {"hint0", &knob_hint0}, {"hint1", &knob_hint1}, {"xbudget", &knob_xbudget},
+  {"huge", &knob_huge},
+};
+
 static void read_knobs(void) {
-  const struct { const char *env; long *v; } ks[] = {
-    {"KFORCE_LIN_PF_BYTES", &knob_pf_bytes},
-    {"KFORCE_LIN_BLOCK_FEW", &knob_block_few}, {"KFORCE_LIN_BLOCK_MANY", &knob_block_many},
-    {"KFORCE_LIN_KC", &knob_kc}, {"KFORCE_LIN_MB", &knob_mb},
-    {"KFORCE_LIN_STREAM", &knob_stream},
-  };
-  for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
-    const char *s = getenv(ks[i].env);
-    if (s && *s) *ks[i].v = strtol(s, NULL, 10);
+  for (size_t i = 0; i < sizeof knobs / sizeof knobs[0]; i++) {
+    char env[64] = "KFORCE_LIN_";
+    for (size_t c = 0; knobs[i].name[c] && c < 40; c++) {
+      char ch = knobs[i].name[c];
+      env[11 + c] = (char)(ch >= 'a' && ch <= 'z' ? ch - 'a' + 'A' : ch);
+      env[12 + c] = 0;
+    }
+    const char *s = getenv(env);
+    if (s && *s) *knobs[i].v = strtol(s, NULL, 10);
   }
   knobs_read = 1;
 }
 
 int kf_linear_knob(const char *name, long value) {
   if (!knobs_read) read_knobs();
-  long *v = !strcmp(name, "pf_bytes") ? &knob_pf_bytes
-          : !strcmp(name, "block_few") ? &knob_block_few : !strcmp(name, "block_many") ? &knob_block_many
-          : !strcmp(name, "kc") ? &knob_kc : !strcmp(name, "mb") ? &knob_mb
-          : !strcmp(name, "stream") ? &knob_stream : NULL;
-  if (!v) return 0;
-  *v = value;
-  return 1;
+  for (size_t i = 0; i < sizeof knobs / sizeof knobs[0]; i++)
+    if (!strcmp(name, knobs[i].name)) {
+      *knobs[i].v = value;
+      return 1;
+    }
+  return 0;
 }
 
 #ifdef __AVX512F__
@@ -166,22 +185,44 @@ static const tile_fn tiles_nopf[NR_T][MR_T] = {
   {tile_3_1, tile_3_2, tile_3_3, tile_3_4}, {tile_4_1, tile_4_2, tile_4_3, tile_4_4},
 };
 
-// Streaming tile for few rows (decode): NR weight rows x all MR (<= 8) x rows in one pass, so that every weight row
-// is read from memory once, with software prefetch ahead in the weight stream. Slot a = mi * NR + ni (NR*MR <= 16).
-// Per-tile overheads (the reduction, scalar stores) are hidden behind the memory stream here.
-KF_INLINE void stile(const int NR, const int MR, const float *x, const float *w, const float *bias, float *out,
-                     size_t K, size_t N, size_t pfd) {
-  __m512 acc[16];
+// ---- few rows (decode): groups of up to 8 x rows streamed against the weights ------------------------------------
+//
+// Rows are cut into G balanced groups of <= 8 (G = 1 for M <= 8). Every group walks a block of weight rows with an
+// NR x MR register tile (NR*MR <= 24 accumulators: w loaded once per MR x rows, x once per NR weight rows), K cut into
+// chunks so that the group's x chunk stays in L1 (the MLP down-projection has K = 3072: 8 x rows are 96 KB). Group 0
+// streams the block from DRAM with software prefetch D tiles ahead in its own consumption order (continuing into the
+// thread's next block); groups 1.. find the block in L2 and spread prefetches of the thread's next block over their
+// passes, so that the DRAM stream runs under the compute of the other groups instead of after it.
+
+#define GMAX 8 // x rows per group
+enum { H_T0 = 0, H_T1 = 1, H_NTA = 2, H_COUNT = 3 };
+
+// One group tile: NR weight rows x MR x rows over k in [k0, k1). Accumulator slot a = mi * NR + ni. Prefetch: at
+// step s, lines pf + s * pj + i * ps for i < np (np <= NR).
+KF_INLINE void gtile(const int NR, const int MR, const int HINT, const float *x, const float *w, const float *bias,
+                     float *out, size_t K, size_t N, size_t k0, size_t k1, const char *pf, size_t ps, size_t pj,
+                     int np, __m512 *park, int mode) {
+  __m512 acc[32];
+  if (mode & T_FIRST) {
+#pragma GCC unroll 32
+    for (int a = 0; a < NR * MR; a++) acc[a] = _mm512_setzero_ps();
+  } else {
+#pragma GCC unroll 32
+    for (int a = 0; a < NR * MR; a++) acc[a] = park[a];
+  }
+  size_t k = k0;
+  for (; k + 16 <= k1; k += 16) {
+    __m512 wv[8];
 #pragma GCC unroll 16
-  for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
-  size_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    __m512 wv[16];
+    for (int ni = 0; ni < NR; ni++) wv[ni] = _mm512_loadu_ps(w + ni * K + k);
 #pragma GCC unroll 16
-    for (int ni = 0; ni < NR; ni++) {
-      wv[ni] = _mm512_loadu_ps(w + ni * K + k);
-      _mm_prefetch((const char *)(w + ni * K + k) + pfd, _MM_HINT_T0);
-    }
+    for (int i = 0; i < NR; i++)
+      if (i < np) {
+        if (HINT == H_T0) _mm_prefetch(pf + i * ps, _MM_HINT_T0);
+        else if (HINT == H_T1) _mm_prefetch(pf + i * ps, _MM_HINT_T1);
+        else _mm_prefetch(pf + i * ps, _MM_HINT_NTA);
+      }
+    pf += pj;
 #pragma GCC unroll 16
     for (int ni = 0; ni < NR; ni++) KF_IN_REG(wv[ni]);
 #pragma GCC unroll 8
@@ -192,9 +233,9 @@ KF_INLINE void stile(const int NR, const int MR, const float *x, const float *w,
       for (int ni = 0; ni < NR; ni++) acc[mi * NR + ni] = _mm512_fmadd_ps(xv, wv[ni], acc[mi * NR + ni]);
     }
   }
-  if (k < K) {
-    const __mmask16 m = kf_tail_mask(K - k);
-    __m512 wv[16];
+  if (k < k1) {
+    const __mmask16 m = kf_tail_mask(k1 - k);
+    __m512 wv[8];
 #pragma GCC unroll 16
     for (int ni = 0; ni < NR; ni++) wv[ni] = _mm512_maskz_loadu_ps(m, w + ni * K + k);
 #pragma GCC unroll 8
@@ -204,35 +245,205 @@ KF_INLINE void stile(const int NR, const int MR, const float *x, const float *w,
       for (int ni = 0; ni < NR; ni++) acc[mi * NR + ni] = _mm512_fmadd_ps(xv, wv[ni], acc[mi * NR + ni]);
     }
   }
-  float t[16];
-  _mm512_storeu_ps(t, kf_reduce16(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8], acc[9],
-                                  acc[10], acc[11], acc[12], acc[13], acc[14], acc[15]));
-  for (int mi = 0; mi < MR; mi++)
-    for (int ni = 0; ni < NR; ni++) out[mi * N + ni] = bias ? t[mi * NR + ni] + bias[ni] : t[mi * NR + ni];
+  if (!(mode & T_LAST)) {
+#pragma GCC unroll 32
+    for (int a = 0; a < NR * MR; a++) park[a] = acc[a];
+    return;
+  }
+  // The 16-value tree per group of 16 slots (a short group is padded with copies of its first slot: the tree never
+  // mixes slots, so the padding only fills lanes nobody reads). Lane a of s0:s1 is slot a.
+#define KF_A(g, i) acc[(g) + (i) < NR * MR ? (g) + (i) : (g)]
+#define KF_RED(g)                                                                                                   \
+  kf_reduce16(KF_A(g, 0), KF_A(g, 1), KF_A(g, 2), KF_A(g, 3), KF_A(g, 4), KF_A(g, 5), KF_A(g, 6), KF_A(g, 7),         \
+              KF_A(g, 8), KF_A(g, 9), KF_A(g, 10), KF_A(g, 11), KF_A(g, 12), KF_A(g, 13), KF_A(g, 14), KF_A(g, 15))
+  const __m512 s0 = KF_RED(0), s1 = NR * MR > 16 ? KF_RED(16) : s0;
+#undef KF_RED
+#undef KF_A
+  // Row mi's NR sums are slots mi * NR .. mi * NR + NR - 1: one two-source permute and one masked store per x row.
+  const __mmask16 om = (__mmask16)((1u << NR) - 1u);
+  const __m512 bv = bias ? _mm512_maskz_loadu_ps(om, bias) : _mm512_setzero_ps();
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#pragma GCC unroll 8
+  for (int mi = 0; mi < MR; mi++) {
+    __m512 v = _mm512_permutex2var_ps(s0, _mm512_add_epi32(lane, _mm512_set1_epi32(mi * NR)), s1);
+    if (bias) v = _mm512_add_ps(v, bv);
+    _mm512_mask_storeu_ps(out + mi * N, om, v);
+  }
 }
 
-typedef void (*stile_fn)(const float *, const float *, const float *, float *, size_t, size_t, size_t);
-#define DEF_STILE(NR, MR)                                                                                         \
-  static void stile_##NR##_##MR(const float *x, const float *w, const float *b, float *o, size_t K, size_t N,    \
-                                size_t pfd) {                                                                    \
-    stile(NR, MR, x, w, b, o, K, N, pfd);                                                                        \
+typedef void (*gtile_fn)(const float *, const float *, const float *, float *, size_t, size_t, size_t, size_t,
+                         const char *, size_t, size_t, int, __m512 *, int);
+#define DEF_GTILE_H(NR, MR, H)                                                                                      \
+  static void gtile_##NR##_##MR##_##H(const float *x, const float *w, const float *b, float *o, size_t K, size_t N, \
+                                      size_t k0, size_t k1, const char *pf, size_t ps, size_t pj, int np,           \
+                                      __m512 *park, int mode) {                                                     \
+    gtile(NR, MR, H, x, w, b, o, K, N, k0, k1, pf, ps, pj, np, park, mode);                                         \
   }
-// Main shapes (NR = weight rows per tile for MR x rows) and their single-row tails for the end of N.
-// (3 and 4 rows use the 4x4 register tiles instead; their slots here are never called.)
-DEF_STILE(8, 1) DEF_STILE(8, 2) DEF_STILE(2, 5) DEF_STILE(2, 6) DEF_STILE(2, 7) DEF_STILE(2, 8)
-DEF_STILE(1, 1) DEF_STILE(1, 2) DEF_STILE(1, 5) DEF_STILE(1, 6) DEF_STILE(1, 7) DEF_STILE(1, 8)
-static const int stile_nr[FEW_ROWS] = {8, 8, 0, 0, 2, 2, 2, 2};
-static const stile_fn stiles[FEW_ROWS] = {stile_8_1, stile_8_2, NULL, NULL, stile_2_5, stile_2_6, stile_2_7, stile_2_8};
-static const stile_fn stiles_tail[FEW_ROWS] = {stile_1_1, stile_1_2, NULL, NULL,
-                                               stile_1_5, stile_1_6, stile_1_7, stile_1_8};
+#define DEF_GTILE(NR, MR) DEF_GTILE_H(NR, MR, 0) DEF_GTILE_H(NR, MR, 1) DEF_GTILE_H(NR, MR, 2)
+#define GT_ROW(NR, MR) {gtile_##NR##_##MR##_0, gtile_##NR##_##MR##_1, gtile_##NR##_##MR##_2}
+// Main shapes by group size (weight rows per tile NR: as many as the 32 vector registers allow) and 1-row tails.
+#ifndef KF_GNR
+#define KF_GNR 8, 8, 6, 5, 4, 4, 3, 3
+#endif
+static const int g_nr[GMAX] = {KF_GNR};
+DEF_GTILE(8, 1) DEF_GTILE(8, 2) DEF_GTILE(6, 3) DEF_GTILE(5, 4) DEF_GTILE(4, 5) DEF_GTILE(4, 6) DEF_GTILE(3, 7)
+DEF_GTILE(3, 8) DEF_GTILE(4, 4) DEF_GTILE(6, 4) DEF_GTILE(2, 8) DEF_GTILE(4, 3)
+DEF_GTILE(1, 1) DEF_GTILE(1, 2) DEF_GTILE(1, 3) DEF_GTILE(1, 4) DEF_GTILE(1, 5) DEF_GTILE(1, 6) DEF_GTILE(1, 7)
+DEF_GTILE(1, 8)
+static gtile_fn gt_main[GMAX][H_COUNT];
+static const gtile_fn gt_tail[GMAX][H_COUNT] = {GT_ROW(1, 1), GT_ROW(1, 2), GT_ROW(1, 3), GT_ROW(1, 4),
+                                                GT_ROW(1, 5), GT_ROW(1, 6), GT_ROW(1, 7), GT_ROW(1, 8)};
+static void gt_init(void) {
+  static const struct { int nr, mr; gtile_fn f[H_COUNT]; } all[] = {
+    {8, 1, GT_ROW(8, 1)}, {8, 2, GT_ROW(8, 2)}, {6, 3, GT_ROW(6, 3)}, {5, 4, GT_ROW(5, 4)}, {4, 5, GT_ROW(4, 5)},
+    {4, 6, GT_ROW(4, 6)}, {3, 7, GT_ROW(3, 7)}, {3, 8, GT_ROW(3, 8)}, {4, 4, GT_ROW(4, 4)}, {6, 4, GT_ROW(6, 4)},
+    {2, 8, GT_ROW(2, 8)}, {4, 3, GT_ROW(4, 3)},
+  };
+  for (int mr = 1; mr <= GMAX; mr++) {
+    gt_main[mr - 1][0] = NULL;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+      if (all[i].mr == mr && all[i].nr == g_nr[mr - 1])
+        for (int h = 0; h < H_COUNT; h++) gt_main[mr - 1][h] = all[i].f[h];
+    if (!gt_main[mr - 1][0]) abort(); // KF_GNR names a shape without an instance
+  }
+}
 
-static void lin_stream(const lin_job *j, size_t n0, size_t n1) {
-  const size_t K = j->K, N = j->N, M = j->M;
-  const size_t nr = (size_t)stile_nr[M - 1];
-  const size_t pfd = knob_pf_bytes > 0 ? (size_t)knob_pf_bytes : nr * K * sizeof(float);
-  size_t n = n0;
-  for (; n + nr <= n1; n += nr) stiles[M - 1](j->x, j->w + n * K, j->bias ? j->bias + n : NULL, j->out + n, K, N, pfd);
-  for (; n < n1; n++) stiles_tail[M - 1](j->x, j->w + n * K, j->bias ? j->bias + n : NULL, j->out + n, K, N, pfd);
+// Per-thread parking space for the accumulators of K-chunked group tiles (grown on demand, kept for the thread's life).
+static __thread __m512 *g_park;
+static __thread size_t g_park_n;
+
+static __m512 *park_space(size_t n) {
+  if (g_park_n < n) {
+    free(g_park);
+    g_park = aligned_alloc(64, n * sizeof(__m512));
+    if (!g_park) abort();
+    g_park_n = n;
+  }
+  return g_park;
+}
+
+// K chunk for a group of mr rows: the group's x chunk fits the knob's L1 budget (multiple of 16; K when it fits).
+static size_t group_kc(size_t K, size_t mr) {
+  size_t kc = ((size_t)(knob_xbudget > 0 ? knob_xbudget : 24) << 10) / (mr * sizeof(float)) / 16 * 16;
+  if (kc < 64) kc = 64;
+  return kc >= K ? K : kc;
+}
+
+#define NO_BLOCK ((size_t)-1)
+
+typedef struct {
+  size_t G, gm0[GMAX + 1];
+} groups_t;
+
+static void make_groups(size_t M, groups_t *g) {
+  g->G = (M + GMAX - 1) / GMAX;
+  size_t base = M / g->G, extra = M % g->G, m = 0;
+  for (size_t i = 0; i < g->G; i++) {
+    g->gm0[i] = m;
+    m += base + (i < extra ? 1 : 0);
+  }
+  g->gm0[g->G] = M;
+}
+
+// One block [n0, n1) for all groups. *nxt is the thread's next block (claimed here when the prefetch reaches it).
+static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, size_t *nxt) {
+  const size_t K = j->K, N = j->N, G = gs->G;
+  const int h0 = (int)(knob_hint0 >= 0 && knob_hint0 < H_COUNT ? knob_hint0 : 0);
+  const int h1 = (int)(knob_hint1 >= 0 && knob_hint1 < H_COUNT ? knob_hint1 : 0);
+  // Linear prefetch of the next block by groups 1..G-1: cursor and lines per k step.
+  const char *lcur = NULL, *lend = NULL;
+  size_t lper = 0;
+  for (size_t g = 0; g < G; g++) {
+    const size_t m0 = gs->gm0[g], mr = gs->gm0[g + 1] - m0;
+    const size_t nr = (size_t)g_nr[mr - 1];
+    const size_t kc = group_kc(K, mr), C = (K + kc - 1) / kc;
+    const size_t T = (n1 - n0 + nr - 1) / nr;
+    const gtile_fn fm = gt_main[mr - 1][g == 0 ? h0 : h1], ft = gt_tail[mr - 1][g == 0 ? h0 : h1];
+    __m512 *park = C > 1 ? park_space(T * nr * mr) : NULL;
+    size_t D = 1;
+    if (g == 0) {
+      const size_t pfb = knob_pf_few > 0 ? (size_t)knob_pf_few : 1; // <= 0: no software prefetch
+      D = (pfb + nr * kc * sizeof(float) - 1) / (nr * kc * sizeof(float));
+    } else if (g == 1 && knob_hint1 < H_COUNT) {
+      if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+      if (*nxt < j->nblocks) {
+        const size_t x0 = *nxt * j->nb, x1 = x0 + j->nb < N ? x0 + j->nb : N;
+        lcur = (const char *)(j->w + x0 * K);
+        lend = (const char *)(j->w + x1 * K);
+        // k steps left in groups 1..G-1 (about T * K/16 each) against the lines of the next block.
+        size_t steps = 0;
+        for (size_t h = 1; h < G; h++) {
+          const size_t r = (size_t)g_nr[gs->gm0[h + 1] - gs->gm0[h] - 1];
+          steps += (n1 - n0 + r - 1) / r * (K / 16 ? K / 16 : 1);
+        }
+        lper = ((size_t)(lend - lcur) / 64 + steps - 1) / steps;
+      }
+    }
+    const float *x = j->x + m0 * K;
+    float *o = j->out + m0 * N;
+    size_t pc = D / T, pt = D % T;
+    for (size_t c = 0; c < C; c++) {
+      const size_t k0 = c * kc, k1 = k0 + kc < K ? k0 + kc : K;
+      const int mode = (c == 0 ? T_FIRST : 0) | (c == C - 1 ? T_LAST : 0);
+      for (size_t t = 0; t < T; t++) {
+        const size_t n = n0 + t * nr, rows = n1 - n < nr ? n1 - n : nr;
+        const char *pf = NULL;
+        size_t ps = K * sizeof(float), pj = 64;
+        int np = 0;
+        if (g == 0) {
+          // (pc, pt): chunk and tile D tiles ahead in this group's consumption order.
+          if (knob_pf_few <= 0 || (long)mr < knob_pf_rows) {
+          } else if (pc < C) {
+            pf = (const char *)(j->w + (n0 + pt * nr) * K + pc * kc);
+            np = (int)nr;
+          } else if (G == 1) {
+            if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+            if (*nxt < j->nblocks) {
+              const size_t x0 = *nxt * j->nb, x1 = x0 + j->nb < N ? x0 + j->nb : N, e = (pc - C) * T + pt;
+              if (e * nr < x1 - x0) {
+                pf = (const char *)(j->w + (x0 + e * nr) * K);
+                np = (int)nr;
+              }
+            }
+          }
+          if (++pt == T) {
+            pt = 0;
+            pc++;
+          }
+        } else if (lcur && lcur < lend) {
+          pf = lcur;
+          ps = 64;
+          np = (int)(lper < nr ? lper : nr);
+          pj = (size_t)np * 64;
+          lcur += (k1 - k0) / 16 * pj;
+        }
+        __m512 *pk = park ? park + t * nr * mr : NULL;
+        const float *b = j->bias ? j->bias + n : NULL;
+        if (rows == nr) {
+          fm(x, j->w + n * K, b, o + n, K, N, k0, k1, pf ? pf : (const char *)j->w, ps, pj, pf ? np : 0, pk, mode);
+        } else {
+          for (size_t i = 0; i < rows; i++)
+            ft(x, j->w + (n + i) * K, b ? b + i : NULL, o + n + i, K, N, k0, k1, (const char *)j->w, 64, 0, 0,
+               pk ? pk + i * mr : NULL, mode);
+        }
+      }
+    }
+  }
+}
+
+static void group_task(void *p, int tid, int nt) {
+  (void)tid;
+  (void)nt;
+  lin_job *j = p;
+  groups_t gs;
+  make_groups(j->M, &gs);
+  size_t cur = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+  while (cur < j->nblocks) {
+    size_t nxt = NO_BLOCK;
+    const size_t n0 = cur * j->nb, n1 = n0 + j->nb < j->N ? n0 + j->nb : j->N;
+    group_block(j, &gs, n0, n1, &nxt);
+    cur = nxt != NO_BLOCK ? nxt : atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+  }
 }
 
 // Rows [m0, m1) of x against weight rows [n0, n1) over k in [k0, k1). acc holds one 16-vector slot per
@@ -259,12 +470,8 @@ static void lin_range(const lin_job *j, size_t m0, size_t m1, size_t n0, size_t 
 static void lin_block(const lin_job *j, size_t n0, size_t n1, __m512 **scratch, size_t *scratch_n) {
   const size_t K = j->K, M = j->M;
   const size_t kc = knob_kc >= 16 ? (size_t)knob_kc / 16 * 16 : 0;
-  // 3 or 4 rows fit the 4x4 register tile in one pass already; other few-row counts use the streaming tiles.
-  if (M <= FEW_ROWS && knob_stream && M != 3 && M != 4) {
-    lin_stream(j, n0, n1);
-    return;
-  }
-  if (M <= FEW_ROWS || kc == 0 || K <= kc) {
+  // Up to 8 rows (3-4 rows, or the grouped path switched off) x stays in L1/L2 anyway: one unchunked streaming pass.
+  if (M <= GMAX || kc == 0 || K <= kc) {
     lin_range(j, 0, M, n0, n1, 0, K, NULL, T_FIRST | T_LAST, 1);
     return;
   }
@@ -337,6 +544,37 @@ static void lin_task(void *p, int tid, int nt) {
 #endif
 }
 
+// Weight streams cross a 4 KB page every 64 cache lines: the hardware prefetchers stop at each boundary and every
+// page costs a TLB walk. Weights live in plain JS ArrayBuffers (4 KB pages), so the first time a large weight matrix
+// comes through here its 2 MB-aligned interior is collapsed into transparent huge pages (contents unchanged; a
+// no-op where the kernel lacks MADV_COLLAPSE or THP is off). Matrices already seen are remembered by address.
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#define HUGE_SEEN 1024
+static pthread_mutex_t huge_mu = PTHREAD_MUTEX_INITIALIZER;
+static uintptr_t huge_seen[HUGE_SEEN];
+static size_t huge_count;
+
+static void advise_huge(const void *p, size_t bytes) {
+#ifdef __linux__
+  const uintptr_t H = (uintptr_t)2 << 20, a = ((uintptr_t)p + H - 1) & ~(H - 1), e = ((uintptr_t)p + bytes) & ~(H - 1);
+  if (e <= a || pthread_mutex_trylock(&huge_mu) != 0) return;
+  size_t i = (size_t)((a >> 21) * 0x9E3779B97F4A7C15ull >> 54) % HUGE_SEEN;
+  while (huge_seen[i] && huge_seen[i] != a) i = (i + 1) % HUGE_SEEN;
+  if (!huge_seen[i] && huge_count < HUGE_SEEN / 2) {
+    huge_seen[i] = a;
+    huge_count++;
+    madvise((void *)a, e - a, MADV_HUGEPAGE);
+    madvise((void *)a, e - a, MADV_COLLAPSE);
+  }
+  pthread_mutex_unlock(&huge_mu);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 void kf_linear(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N) {
   if (!knobs_read) read_knobs();
   if (M == 0 || N == 0) return;
@@ -345,30 +583,42 @@ void kf_linear(float *out, const float *x, const float *w, const float *bias, si
       for (size_t n = 0; n < N; n++) out[m * N + n] = bias ? 0.0f + bias[n] : 0.0f;
     return;
   }
+  if (knob_huge && N * K * sizeof(float) >= ((size_t)2 << 20)) advise_huge(w, N * K * sizeof(float));
   lin_job j;
   j.out = out; j.x = x; j.w = w; j.bias = bias; j.M = M; j.K = K; j.N = N;
-  // Few rows: blocks small enough to balance the two threads, large enough to stream well. Many rows: the block
-  // (its current K chunk) is reused by every x tile, so it should sit in the 1 MB L2 next to the x tiles.
-  const size_t kc = knob_kc >= 16 ? (size_t)knob_kc / 16 * 16 : 0;
-  const size_t kspan = M > FEW_ROWS && kc && K > kc ? kc : K;
-  size_t nb;
-  if (M <= FEW_ROWS) {
-    // Streaming: long runs per thread matter (each block start costs a prefetch ramp), and so does balance, so cut
-    // N into an even number of equal blocks of about knob_block_few KiB.
-    const size_t target = (size_t)(knob_block_few > 0 ? knob_block_few : 1) << 10;
+  const double flops = 2.0 * (double)M * (double)K * (double)N;
+#ifdef __AVX512F__
+  if (M <= (size_t)(knob_grp_max > 0 ? knob_grp_max : 0) && !(knob_tiles34 && (M == 3 || M == 4))) {
+    static int inited = 0;
+    if (!inited) {
+      gt_init();
+      inited = 1;
+    }
+    // Long runs per thread matter (each block start costs a prefetch ramp), and so does balance: cut N into an even
+    // number of equal blocks of about the knob's size, in rows that are a multiple of every tile height.
+    const long kib = M <= GMAX ? knob_block_few : knob_block_grp;
+    const size_t target = (size_t)(kib > 0 ? kib : 1) << 10;
     const size_t total = N * K * sizeof(float);
     size_t pairs = (total + 2 * target - 1) / (2 * target);
     if (pairs < 1) pairs = 1;
-    nb = (N + 2 * pairs - 1) / (2 * pairs);
-    nb = (nb + 7) & ~(size_t)7;
-  } else {
-    nb = ((size_t)knob_block_many << 10) / (kspan * sizeof(float));
-    nb &= ~(size_t)3;
+    size_t nb = (N + 2 * pairs - 1) / (2 * pairs);
+    nb = (nb + 23) / 24 * 24;
+    j.nb = nb;
+    j.nblocks = (N + nb - 1) / nb;
+    atomic_init(&j.next, 0);
+    kf_parallel(group_task, &j, flops >= 2e5 && j.nblocks > 1 ? KF_THREADS : 1);
+    return;
   }
+#endif
+  // Many rows: the block (its current K chunk) is reused by every x tile, so it should sit in the 1 MB L2 next to
+  // the x tiles.
+  const size_t kc = knob_kc >= 16 ? (size_t)knob_kc / 16 * 16 : 0;
+  const size_t kspan = M > 8 && kc && K > kc ? kc : K; // lin_block never chunks K for up to 8 rows
+  size_t nb = ((size_t)knob_block_many << 10) / (kspan * sizeof(float));
+  nb &= ~(size_t)3;
   if (nb < 4) nb = 4;
   j.nb = nb;
   j.nblocks = (N + nb - 1) / nb;
   atomic_init(&j.next, 0);
-  double flops = 2.0 * (double)M * (double)K * (double)N;
   kf_parallel(lin_task, &j, flops >= 2e5 && j.nblocks > 1 ? KF_THREADS : 1);
 }

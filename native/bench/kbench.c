@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include "../kf.h"
 
 // KB_CPUTIME=1 times with the calling thread's CPU clock: with KFORCE_THREADS=1 that measures the kernel itself,
@@ -20,8 +21,19 @@ static int cmp(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
 }
+// KB_HUGE=1: back every buffer with transparent huge pages (2 MB aligned, madvised before first touch).
+static int huge = -1;
 static float *fill(size_t n, unsigned seed) {
-  float *a = aligned_alloc(64, (n * 4 + 63) / 64 * 64);
+  if (huge < 0) huge = getenv("KB_HUGE") && !strcmp(getenv("KB_HUGE"), "1");
+  size_t bytes = (n * 4 + 63) / 64 * 64;
+  float *a;
+  if (huge && bytes >= (1u << 20)) {
+    bytes = (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    a = aligned_alloc(2u << 20, bytes);
+    madvise(a, bytes, MADV_HUGEPAGE);
+  } else {
+    a = aligned_alloc(64, bytes);
+  }
   unsigned s = seed ? seed : 1;
   for (size_t i = 0; i < n; i++) { s = s * 1664525u + 1013904223u; a[i] = s / 4294967296.0f - 0.5f; }
   return a;
@@ -62,12 +74,18 @@ static int abdecode(int argc, char **argv) {
   int nv = 0;
   for (char *p = strtok(argv[4], ","); p && nv < 16; p = strtok(NULL, ",")) vals[nv++] = atol(p);
   mat ms[5] = {{2304, 768, 0, 12}, {768, 768, 0, 12}, {3072, 768, 1, 12}, {768, 3072, 1, 12}, {50258, 768, 1, 1}};
-  float *W[64], *B[64];
+  float *W[64], *B[64], *WH[64];
   size_t NN[64], KK[64];
   int nw = 0;
   double bytes = 0;
+  const int hk = !strcmp(argv[3], "thp"); // pseudo knob: 0 weights on 4 KB pages, 1 on huge pages
   for (int m = 0; m < 5; m++)
     for (int c = 0; c < ms[m].count; c++) {
+      if (hk) {
+        huge = 1;
+        WH[nw] = fill(ms[m].N * ms[m].K, 100 + nw);
+        huge = 0;
+      }
       W[nw] = fill(ms[m].N * ms[m].K, 100 + nw);
       B[nw] = ms[m].bias ? fill(ms[m].N, 7) : NULL;
       NN[nw] = ms[m].N; KK[nw] = ms[m].K;
@@ -82,9 +100,10 @@ static int abdecode(int argc, char **argv) {
   for (int r = -1; r < reps; r++) {
     bwv[r < 0 ? 0 : r] = kf_read_bandwidth(big, bwn, 1);
     for (int v = 0; v < nv; v++) {
-      kf_linear_knob(argv[3], vals[v]);
+      if (!hk) kf_linear_knob(argv[3], vals[v]);
+      float **ws = hk && vals[v] ? WH : W;
       double t0 = now_ms();
-      for (int k = 0; k < nw; k++) kf_linear(y, x, W[k], B[k], rows, KK[k], NN[k]);
+      for (int k = 0; k < nw; k++) kf_linear(y, x, ws[k], B[k], rows, KK[k], NN[k]);
       if (r >= 0) t[v][r] = now_ms() - t0;
     }
   }
@@ -103,6 +122,11 @@ int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "all";
   if (!strcmp(mode, "ab")) return ab(argc, argv);
   if (!strcmp(mode, "abdecode")) return abdecode(argc, argv);
+  if (!strcmp(mode, "peak")) {
+    kf_fma_peak(50);
+    printf("FMA peak: %.1f GFLOP/s (2 threads)\n", kf_fma_peak(200));
+    return 0;
+  }
   kf_blas_init();
   printf("blas: %s\n", kf_blas_name());
   size_t bwn = (512u << 20) / 4;
