@@ -74,9 +74,16 @@ static inline __m512 chunk_dots(const float *q, const float *base, size_t stride
 }
 #endif
 
+// Work items are (query, head) pairs, visited in groups of QG consecutive queries, head by head inside a group: the
+// queries of one decoding sequence (a PFLM step feeds 2k of them) or of one causal training window see nearly the same
+// keys, so a head's K|V slice is read from DRAM once per group and from cache for the group's other queries. The
+// order decides only which thread computes an item and when, never the item's arithmetic.
+#define QG 8
+
 typedef struct {
   const kf_attn_args *a;
-  const int64_t *cost;  // prefix sums of keys per query, [nq + 1]
+  const int32_t *item_q, *item_h;  // item t = (query item_q[t], head item_h[t]), in visiting order
+  const int64_t *pos;              // pos[t] = cost of the items before t (cost = keys + 1), [items + 1]
 } fwd_job;
 
 static void attend_one(const kf_attn_args *a, size_t i, size_t h, float *o) {
@@ -86,8 +93,8 @@ static void attend_one(const kf_attn_args *a, size_t i, size_t h, float *o) {
   int32_t idx[CH];
   float m = -INFINITY, l = 0.0f;
   memset(o, 0, Dh * sizeof(float));
-  // A thread takes a query's heads in turn, so the next item reads the same keys one head (Dh floats) further on:
-  // prefetch that. Decoding from the paged KV cache gains about 3x at batch 64 x 120 keys (DRAM-latency bound
+  // The same keys' slice of the next head is read when the thread moves on to that head (a few items later in a
+  // group, the next item for a lone query): prefetch it. Decoding from the paged KV cache gains about 3x at batch 64 x 120 keys (DRAM-latency bound
   // without it); the arithmetic is untouched.
   const size_t ahead = h + 1 < a->nHeads ? Dh : 0;
   (void)ahead; // unused without AVX-512
@@ -157,43 +164,53 @@ static void attend_one(const kf_attn_args *a, size_t i, size_t h, float *o) {
 static void fwd_task(void *p, int tid, int nt) {
   fwd_job *j = p;
   const kf_attn_args *a = j->a;
-  const int64_t H = (int64_t)a->nHeads;
   const size_t items = a->nq * a->nHeads;
-  // Item t = (query t / H, head t % H) costs keys(query) + 1 (so empty queries still count). Items are laid out
-  // on a line by cumulative cost; a task takes the items that start inside its equal share of that line.
-  const int64_t total = H * (j->cost[a->nq] + (int64_t)a->nq);
+  // Items lie on a line by cumulative cost; a task takes the items that start inside its equal share of that line.
+  const int64_t total = j->pos[items];
   const int64_t lo = total * tid / nt, hi = total * (tid + 1) / nt;
-  size_t qlo = 0, qhi = a->nq;
-  while (qlo < qhi) {
-    size_t mid = (qlo + qhi) / 2;
-    if (H * (j->cost[mid + 1] + (int64_t)mid + 1) <= lo) qlo = mid + 1;
-    else qhi = mid;
+  size_t t = 0, t1 = items;
+  while (t < t1) {
+    size_t mid = (t + t1) / 2;
+    if (j->pos[mid] < lo) t = mid + 1;
+    else t1 = mid;
   }
   float *o = aligned_alloc(64, (a->headDim * sizeof(float) + 63) / 64 * 64 + 64);
   if (!o) abort();
-  for (size_t t = qlo * a->nHeads; t < items; t++) {
-    size_t i = t / a->nHeads, h = t % a->nHeads;
-    const int64_t start = H * (j->cost[i] + (int64_t)i) + (int64_t)h * (j->cost[i + 1] - j->cost[i] + 1);
-    if (start < lo) continue;
-    if (start >= hi) break;
-    attend_one(a, i, h, o);
-  }
+  for (; t < items && j->pos[t] < hi; t++) attend_one(a, (size_t)j->item_q[t], (size_t)j->item_h[t], o);
   free(o);
 }
 
 void kf_attention(const kf_attn_args *a) {
-  int64_t *cost = malloc((a->nq + 1) * sizeof(int64_t));
-  if (!cost) abort();
-  cost[0] = 0;
+  const size_t H = a->nHeads, items = a->nq * H;
+  int64_t *keys = malloc((a->nq + 1) * sizeof(int64_t));
+  int64_t *pos = malloc((items + 1) * sizeof(int64_t));
+  int32_t *item_q = malloc((items + 1) * sizeof(int32_t)), *item_h = malloc((items + 1) * sizeof(int32_t));
+  if (!keys || !pos || !item_q || !item_h) abort();
+  int64_t all = 0;
   for (size_t i = 0; i < a->nq; i++) {
     int64_t c = 0;
     for (int32_t r = a->rowPtr[i]; r < a->rowPtr[i + 1]; r++) c += a->ranges[2 * r + 1] - a->ranges[2 * r];
-    cost[i + 1] = cost[i] + c;
+    keys[i] = c;
+    all += c;
   }
-  fwd_job j = {a, cost};
-  double work = (double)cost[a->nq] * (double)a->nHeads * (double)a->headDim;
-  kf_parallel(fwd_task, &j, work >= 65536 && a->nq * a->nHeads > 1 ? KF_THREADS : 1);
-  free(cost);
+  size_t t = 0;
+  pos[0] = 0;
+  for (size_t g = 0; g < a->nq; g += QG) {
+    const size_t g1 = g + QG < a->nq ? g + QG : a->nq;
+    for (size_t h = 0; h < H; h++)
+      for (size_t i = g; i < g1; i++, t++) {
+        item_q[t] = (int32_t)i;
+        item_h[t] = (int32_t)h;
+        pos[t + 1] = pos[t] + keys[i] + 1;
+      }
+  }
+  fwd_job j = {a, item_q, item_h, pos};
+  double work = (double)all * (double)H * (double)a->headDim;
+  kf_parallel(fwd_task, &j, work >= 65536 && items > 1 ? KF_THREADS : 1);
+  free(keys);
+  free(pos);
+  free(item_q);
+  free(item_h);
 }
 
 // ---- backward ---------------------------------------------------------------------------------------------------
