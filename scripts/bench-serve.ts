@@ -7,6 +7,7 @@
 //   npm run bench:serve -- [--duration 20] [--warmup 3] [--clients 1,8,64] [--prompt-tokens 8] [--max-tokens 64]
 //                          [--k 4] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--json]
 import { spawn, type ChildProcess } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -239,6 +240,8 @@ async function runLevel(server: Server, kind: 'ar' | 'pflm', modelName: string, 
   const mask = server.config.maskIndex;
   const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
   const abort = new AbortController();
+  // Every in-flight request of every client listens to this one signal.
+  setMaxListeners(clients + 8, abort.signal);
   const t0 = performance.now();
   const wStart = t0 + a.warmup * 1000;
   const wEnd = wStart + a.duration * 1000;
