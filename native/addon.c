@@ -74,14 +74,20 @@ static void *typed(call *c, size_t i, const char *name, napi_typedarray_type wan
   return data ? data : (void *)empty;
 }
 
-static float *f32(call *c, size_t i, const char *name, size_t need, int nullable) {
+// A typed array argument of at least `need` elements.
+static void *typed_need(call *c, size_t i, const char *name, napi_typedarray_type want, const char *tname,
+                        size_t need, int nullable) {
   size_t len;
-  float *p = typed(c, i, name, napi_float32_array, "Float32Array", &len, nullable);
+  void *p = typed(c, i, name, want, tname, &len, nullable);
   if (p && len < need) {
     failf(c, "%s has %zu elements, needs at least %zu", name, len, need);
     return NULL;
   }
   return p;
+}
+
+static float *f32(call *c, size_t i, const char *name, size_t need, int nullable) {
+  return typed_need(c, i, name, napi_float32_array, "Float32Array", need, nullable);
 }
 
 static double num(call *c, size_t i, const char *name) {
@@ -461,23 +467,11 @@ static uint32_t array_len(call *c, size_t arg, const char *name) {
 }
 
 static double *f64(call *c, size_t i, const char *name, size_t need) {
-  size_t len;
-  double *p = typed(c, i, name, napi_float64_array, "Float64Array", &len, 0);
-  if (p && len < need) {
-    failf(c, "%s has %zu elements, needs at least %zu", name, len, need);
-    return NULL;
-  }
-  return p;
+  return typed_need(c, i, name, napi_float64_array, "Float64Array", need, 0);
 }
 
 static int32_t *i32(call *c, size_t i, const char *name, size_t need) {
-  size_t len;
-  int32_t *p = typed(c, i, name, napi_int32_array, "Int32Array", &len, 0);
-  if (p && len < need) {
-    failf(c, "%s has %zu elements, needs at least %zu", name, len, need);
-    return NULL;
-  }
-  return p;
+  return typed_need(c, i, name, napi_int32_array, "Int32Array", need, 0);
 }
 
 // sampleAr(rows: Float32Array[], V, temps: Float64Array, topPs: Float64Array, us: Float64Array, out: Int32Array)

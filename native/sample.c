@@ -320,6 +320,22 @@ static int32_t sample_top_p(const double *e, size_t V, double invZ, double topP,
   return (int32_t)V - 1;
 }
 
+#ifdef __AVX512F__
+// Merges 16 lanes that each hold their first maximum (value vb, index vi) into (*bv, *best): the larger value wins,
+// the lower index on equal values.
+static inline void merge_lane_maxima(__m512 vb, __m512i vi, float *bv, size_t *best) {
+  float bvs[16];
+  int32_t bis[16];
+  _mm512_storeu_ps(bvs, vb);
+  _mm512_storeu_si512(bis, vi);
+  for (int j = 0; j < 16; j++)
+    if (bvs[j] > *bv || (bvs[j] == *bv && bvs[j] != -INFINITY && (size_t)bis[j] < *best)) {
+      *bv = bvs[j];
+      *best = (size_t)bis[j];
+    }
+}
+#endif
+
 // First index of the largest value (NaNs never win); -1 when the row is all -inf/NaN and starts with NaN, where the
 // TS argmax throws.
 static int32_t argmax_f32(const float *l, size_t V) {
@@ -337,16 +353,7 @@ static int32_t argmax_f32(const float *l, size_t V) {
       vi = _mm512_mask_mov_epi32(vi, gt, idx);
       idx = _mm512_add_epi32(idx, _mm512_set1_epi32(16));
     }
-    float bvs[16];
-    int32_t bis[16];
-    _mm512_storeu_ps(bvs, vb);
-    _mm512_storeu_si512(bis, vi);
-    // each lane holds its first maximum; across lanes the larger value wins, the lower index on equal values
-    for (int j = 0; j < 16; j++)
-      if (bvs[j] > bv || (bvs[j] == bv && bvs[j] != -INFINITY && (size_t)bis[j] < best)) {
-        bv = bvs[j];
-        best = (size_t)bis[j];
-      }
+    merge_lane_maxima(vb, vi, &bv, &best);
   }
 #endif
   for (; v < V; v++)
@@ -435,15 +442,7 @@ static int32_t penalised_argmax(const float *l, size_t V, const int32_t *cnt, fl
     vi = _mm512_mask_mov_epi32(vi, gt, idx);
     idx = _mm512_add_epi32(idx, _mm512_set1_epi32(16));
   }
-  float bvs[16];
-  int32_t bis[16];
-  _mm512_storeu_ps(bvs, vb);
-  _mm512_storeu_si512(bis, vi);
-  for (int j = 0; j < 16; j++)
-    if (bvs[j] > bv || (bvs[j] == bv && bvs[j] != -INFINITY && (size_t)bis[j] < best)) {
-      bv = bvs[j];
-      best = (size_t)bis[j];
-    }
+  merge_lane_maxima(vb, vi, &bv, &best);
 #endif
   for (; v < V; v++) {
     float x = cnt[v] ? (float)((double)l[v] - (double)(float)((double)lam * (double)cnt[v])) : l[v];
