@@ -74,97 +74,142 @@ static inline __m512 chunk_dots(const float *q, const float *base, size_t stride
 }
 #endif
 
-// Work items are (query, head) pairs, visited in groups of QG consecutive queries, head by head inside a group: the
-// queries of one decoding sequence (a PFLM step feeds 2k of them) or of one causal training window see nearly the same
-// keys, so a head's K|V slice is read from DRAM once per group and from cache for the group's other queries. The
-// order decides only which thread computes an item and when, never the item's arithmetic.
+// Work items are (group of up to QG consecutive queries, head). The queries of one decoding sequence (a PFLM step
+// feeds 2k of them) or of one causal training window mostly share their leading keys: those chunks are gathered once
+// and applied to every query of the group while they sit in L1, instead of being fetched again per query. Each
+// query still sees its own chunks (by ordinal in its own key set) in its own order with the same operations, so the
+// grouping changes which loads hit the cache, never a result.
 #define QG 8
 
 typedef struct {
   const kf_attn_args *a;
-  const int32_t *item_q, *item_h;  // item t = (query item_q[t], head item_h[t]), in visiting order
-  const int64_t *pos;              // pos[t] = cost of the items before t (cost = keys + 1), [items + 1]
+  const int64_t *pos;  // pos[t] = cost of the items before item t = (group t / H, head t % H), [items + 1]
 } fwd_job;
 
-static void attend_one(const kf_attn_args *a, size_t i, size_t h, float *o) {
+// One chunk of a query's keys (indices idx[0..cnt)) folded into its online softmax state (m, l, o).
+static inline void chunk_update(const kf_attn_args *a, const float *q, const float *kb, const float *vb,
+                                const int32_t *idx, int cnt, size_t ahead, float *mp, float *lp, float *o) {
   const size_t Dh = a->headDim;
-  const float *q = a->q + i * a->qStride + h * Dh;
-  const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
-  int32_t idx[CH];
-  float m = -INFINITY, l = 0.0f;
-  memset(o, 0, Dh * sizeof(float));
-  // The same keys' slice of the next head is read when the thread moves on to that head (a few items later in a
-  // group, the next item for a lone query): prefetch it. Decoding from the paged KV cache gains about 3x at batch 64 x 120 keys (DRAM-latency bound
-  // without it); the arithmetic is untouched.
-  const size_t ahead = h + 1 < a->nHeads ? Dh : 0;
-  (void)ahead; // unused without AVX-512
-  key_iter it;
-  keys_begin(&it, a, i);
-  int cnt;
-  while ((cnt = keys_next(&it, idx)) > 0) {
+  const float m = *mp;
 #ifdef __AVX512F__
-    const __mmask16 cm = kf_tail_mask((size_t)cnt);
-    const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), cm,
-                                        _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, cnt, Dh, ahead),
-                                                      _mm512_set1_ps(a->scale)));
-    const float smax = _mm512_reduce_max_ps(s);
-    const float mc = smax > m ? smax : m;
-    if (mc == -INFINITY) continue;
-    const __m512 e = _mm512_maskz_mov_ps(cm, kf_exp512(_mm512_sub_ps(s, _mm512_set1_ps(mc))));
-    const float alpha = m == -INFINITY ? 0.0f : expf(m - mc);
-    l = l * alpha + _mm512_reduce_add_ps(e);
-    float ev[CH];
-    _mm512_storeu_ps(ev, e);
-    const float *vp[CH];
-    for (int c = 0; c < cnt; c++) vp[c] = vb + (size_t)idx[c] * a->vStride;
-    if (ahead)
-      for (int c = 0; c < cnt; c++)
-        for (size_t d = 0; d < Dh; d += 16) _mm_prefetch((const char *)(vp[c] + ahead + d), _MM_HINT_T0);
-    for (size_t d = 0; d < Dh; d += 16) {
-      const __mmask16 dm = kf_tail_mask(Dh - d);
-      __m512 ov = _mm512_mul_ps(_mm512_maskz_loadu_ps(dm, o + d), _mm512_set1_ps(alpha));
-      for (int c = 0; c < cnt; c++) ov = _mm512_fmadd_ps(_mm512_set1_ps(ev[c]), _mm512_maskz_loadu_ps(dm, vp[c] + d), ov);
-      _mm512_mask_storeu_ps(o + d, dm, ov);
-    }
-    m = mc;
-#else
-    float s[CH], e[CH];
-    float mc = m;
-    for (int c = 0; c < cnt; c++) {
-      s[c] = a->scale * kf_dot16(q, kb + (size_t)idx[c] * a->kStride, Dh);
-      mc = s[c] > mc ? s[c] : mc;
-    }
-    if (mc == -INFINITY) continue;
-    const float alpha = m == -INFINITY ? 0.0f : expf(m - mc);
-    float sum = 0.0f;
-    for (int c = 0; c < cnt; c++) {
-      e[c] = expf(s[c] - mc);
-      sum += e[c];
-    }
-    l = l * alpha + sum;
-    for (size_t d = 0; d < Dh; d++) {
-      float acc = o[d] * alpha;
-      for (int c = 0; c < cnt; c++) acc = fmaf(e[c], vb[(size_t)idx[c] * a->vStride + d], acc);
-      o[d] = acc;
-    }
-    m = mc;
-#endif
+  const __mmask16 cm = kf_tail_mask((size_t)cnt);
+  const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), cm,
+                                      _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, cnt, Dh, ahead),
+                                                    _mm512_set1_ps(a->scale)));
+  const float smax = _mm512_reduce_max_ps(s);
+  const float mc = smax > m ? smax : m;
+  if (mc == -INFINITY) return;
+  const __m512 e = _mm512_maskz_mov_ps(cm, kf_exp512(_mm512_sub_ps(s, _mm512_set1_ps(mc))));
+  const float alpha = m == -INFINITY ? 0.0f : expf(m - mc);
+  *lp = *lp * alpha + _mm512_reduce_add_ps(e);
+  float ev[CH];
+  _mm512_storeu_ps(ev, e);
+  const float *vp[CH];
+  for (int c = 0; c < cnt; c++) vp[c] = vb + (size_t)idx[c] * a->vStride;
+  if (ahead)
+    for (int c = 0; c < cnt; c++)
+      for (size_t d = 0; d < Dh; d += 16) _mm_prefetch((const char *)(vp[c] + ahead + d), _MM_HINT_T0);
+  for (size_t d = 0; d < Dh; d += 16) {
+    const __mmask16 dm = kf_tail_mask(Dh - d);
+    __m512 ov = _mm512_mul_ps(_mm512_maskz_loadu_ps(dm, o + d), _mm512_set1_ps(alpha));
+    for (int c = 0; c < cnt; c++) ov = _mm512_fmadd_ps(_mm512_set1_ps(ev[c]), _mm512_maskz_loadu_ps(dm, vp[c] + d), ov);
+    _mm512_mask_storeu_ps(o + d, dm, ov);
   }
-  float *out = a->out + i * a->outStride + h * Dh;
-  if (l > 0.0f) {
-    const float inv = 1.0f / l;
-    for (size_t d = 0; d < Dh; d++) out[d] = o[d] * inv;
-    a->lse[i * a->nHeads + h] = m + logf(l);
-  } else {
-    memset(out, 0, Dh * sizeof(float));
-    a->lse[i * a->nHeads + h] = -INFINITY;
+  *mp = mc;
+#else
+  (void)ahead;
+  float s[CH], e[CH];
+  float mc = m;
+  for (int c = 0; c < cnt; c++) {
+    s[c] = a->scale * kf_dot16(q, kb + (size_t)idx[c] * a->kStride, Dh);
+    mc = s[c] > mc ? s[c] : mc;
+  }
+  if (mc == -INFINITY) return;
+  const float alpha = m == -INFINITY ? 0.0f : expf(m - mc);
+  float sum = 0.0f;
+  for (int c = 0; c < cnt; c++) {
+    e[c] = expf(s[c] - mc);
+    sum += e[c];
+  }
+  *lp = *lp * alpha + sum;
+  for (size_t d = 0; d < Dh; d++) {
+    float acc = o[d] * alpha;
+    for (int c = 0; c < cnt; c++) acc = fmaf(e[c], vb[(size_t)idx[c] * a->vStride + d], acc);
+    o[d] = acc;
+  }
+  *mp = mc;
+#endif
+}
+
+// Queries g0..g1 (at most QG) at head h; obuf holds QG scratch rows of Dp floats.
+static void attend_group(const kf_attn_args *a, size_t g0, size_t g1, size_t h, float *obuf, size_t Dp) {
+  const size_t Dh = a->headDim, n = g1 - g0;
+  const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
+  // The same keys' slice of the next head is read when the thread moves on to that head: prefetch it (decoding from
+  // the paged KV cache is DRAM-latency bound without it, ~3x at batch 64 x 120 keys); the arithmetic is untouched.
+  const size_t ahead = h + 1 < a->nHeads ? Dh : 0;
+  // Leading keys every query of the group has in the same order: the identical leading ranges of their key lists
+  // (paged KV caches give several), plus the common part of the next range where those all start at the same key.
+  int64_t common = 0;
+  if (n > 1) {
+    for (int32_t r = 0;; r++) {
+      int ok = 1;
+      int64_t lo = 0, hi = INT64_MAX;
+      for (size_t i = g0; i < g1 && ok; i++) {
+        if (a->rowPtr[i] + r >= a->rowPtr[i + 1]) { ok = 0; break; }
+        const int64_t r0 = a->ranges[2 * (a->rowPtr[i] + r)], r1 = a->ranges[2 * (a->rowPtr[i] + r) + 1];
+        if (i == g0) lo = r0;
+        else if (r0 != lo) ok = 0;
+        if (r1 < hi) hi = r1;
+      }
+      if (!ok) break;
+      common += hi - lo;
+      // The range continues identically only if every query's range ends at hi.
+      int same_end = 1;
+      for (size_t i = g0; i < g1; i++) same_end &= a->ranges[2 * (a->rowPtr[i] + r) + 1] == hi;
+      if (!same_end) break;
+    }
+  }
+  const size_t shared = (size_t)common / CH;
+  float m[QG], l[QG];
+  const float *q[QG];
+  for (size_t t = 0; t < n; t++) {
+    m[t] = -INFINITY;
+    l[t] = 0.0f;
+    q[t] = a->q + (g0 + t) * a->qStride + h * Dh;
+    memset(obuf + t * Dp, 0, Dh * sizeof(float));
+  }
+  int32_t idx[CH];
+  key_iter lead;
+  keys_begin(&lead, a, g0);
+  for (size_t c = 0; c < shared; c++) {
+    keys_next(&lead, idx); // CH keys: the shared part is at least CH * shared long
+    for (size_t t = 0; t < n; t++) chunk_update(a, q[t], kb, vb, idx, CH, t == 0 ? ahead : 0, &m[t], &l[t], obuf + t * Dp);
+  }
+  for (size_t t = 0; t < n; t++) {
+    const size_t i = g0 + t;
+    float *o = obuf + t * Dp;
+    key_iter it;
+    keys_begin(&it, a, i);
+    for (size_t c = 0; c < shared; c++) keys_next(&it, idx); // past the chunks applied above
+    int cnt;
+    while ((cnt = keys_next(&it, idx)) > 0) chunk_update(a, q[t], kb, vb, idx, cnt, ahead, &m[t], &l[t], o);
+    float *out = a->out + i * a->outStride + h * Dh;
+    if (l[t] > 0.0f) {
+      const float inv = 1.0f / l[t];
+      for (size_t d = 0; d < Dh; d++) out[d] = o[d] * inv;
+      a->lse[i * a->nHeads + h] = m[t] + logf(l[t]);
+    } else {
+      memset(out, 0, Dh * sizeof(float));
+      a->lse[i * a->nHeads + h] = -INFINITY;
+    }
   }
 }
 
 static void fwd_task(void *p, int tid, int nt) {
   fwd_job *j = p;
   const kf_attn_args *a = j->a;
-  const size_t items = a->nq * a->nHeads;
+  const size_t H = a->nHeads, items = (a->nq + QG - 1) / QG * H;
   // Items lie on a line by cumulative cost; a task takes the items that start inside its equal share of that line.
   const int64_t total = j->pos[items];
   const int64_t lo = total * tid / nt, hi = total * (tid + 1) / nt;
@@ -174,43 +219,36 @@ static void fwd_task(void *p, int tid, int nt) {
     if (j->pos[mid] < lo) t = mid + 1;
     else t1 = mid;
   }
-  float *o = aligned_alloc(64, (a->headDim * sizeof(float) + 63) / 64 * 64 + 64);
-  if (!o) abort();
-  for (; t < items && j->pos[t] < hi; t++) attend_one(a, (size_t)j->item_q[t], (size_t)j->item_h[t], o);
-  free(o);
+  const size_t Dp = (a->headDim + 15) / 16 * 16;
+  float *obuf = aligned_alloc(64, QG * Dp * sizeof(float) + 64);
+  if (!obuf) abort();
+  for (; t < items && j->pos[t] < hi; t++) {
+    const size_t g0 = t / H * QG, g1 = g0 + QG < a->nq ? g0 + QG : a->nq;
+    attend_group(a, g0, g1, t % H, obuf, Dp);
+  }
+  free(obuf);
 }
 
 void kf_attention(const kf_attn_args *a) {
-  const size_t H = a->nHeads, items = a->nq * H;
-  int64_t *keys = malloc((a->nq + 1) * sizeof(int64_t));
+  const size_t H = a->nHeads, groups = (a->nq + QG - 1) / QG, items = groups * H;
   int64_t *pos = malloc((items + 1) * sizeof(int64_t));
-  int32_t *item_q = malloc((items + 1) * sizeof(int32_t)), *item_h = malloc((items + 1) * sizeof(int32_t));
-  if (!keys || !pos || !item_q || !item_h) abort();
+  if (!pos) abort();
   int64_t all = 0;
-  for (size_t i = 0; i < a->nq; i++) {
-    int64_t c = 0;
-    for (int32_t r = a->rowPtr[i]; r < a->rowPtr[i + 1]; r++) c += a->ranges[2 * r + 1] - a->ranges[2 * r];
-    keys[i] = c;
-    all += c;
-  }
-  size_t t = 0;
   pos[0] = 0;
-  for (size_t g = 0; g < a->nq; g += QG) {
-    const size_t g1 = g + QG < a->nq ? g + QG : a->nq;
-    for (size_t h = 0; h < H; h++)
-      for (size_t i = g; i < g1; i++, t++) {
-        item_q[t] = (int32_t)i;
-        item_h[t] = (int32_t)h;
-        pos[t + 1] = pos[t] + keys[i] + 1;
-      }
+  for (size_t g = 0; g < groups; g++) {
+    int64_t cost = 0; // keys + 1 per query, so empty queries still count
+    for (size_t i = g * QG; i < a->nq && i < (g + 1) * QG; i++) {
+      int64_t c = 0;
+      for (int32_t r = a->rowPtr[i]; r < a->rowPtr[i + 1]; r++) c += a->ranges[2 * r + 1] - a->ranges[2 * r];
+      all += c;
+      cost += c + 1;
+    }
+    for (size_t h = 0; h < H; h++) pos[g * H + h + 1] = pos[g * H + h] + cost;
   }
-  fwd_job j = {a, item_q, item_h, pos};
+  fwd_job j = {a, pos};
   double work = (double)all * (double)H * (double)a->headDim;
   kf_parallel(fwd_task, &j, work >= 65536 && items > 1 ? KF_THREADS : 1);
-  free(keys);
   free(pos);
-  free(item_q);
-  free(item_h);
 }
 
 // ---- backward ---------------------------------------------------------------------------------------------------
