@@ -321,6 +321,14 @@ static int32_t sample_top_p(const double *e, size_t V, double invZ, double topP,
 }
 
 #ifdef __AVX512F__
+// Keeps each lane's first maximum of 16 values at indices idx (strictly greater wins), then moves idx 16 on.
+static inline void lane_max_step(__m512 x, __m512 *vb, __m512i *vi, __m512i *idx) {
+  const __mmask16 gt = _mm512_cmp_ps_mask(x, *vb, _CMP_GT_OQ);
+  *vb = _mm512_mask_mov_ps(*vb, gt, x);
+  *vi = _mm512_mask_mov_epi32(*vi, gt, *idx);
+  *idx = _mm512_add_epi32(*idx, _mm512_set1_epi32(16));
+}
+
 // Merges 16 lanes that each hold their first maximum (value vb, index vi) into (*bv, *best): the larger value wins,
 // the lower index on equal values.
 static inline void merge_lane_maxima(__m512 vb, __m512i vi, float *bv, size_t *best) {
@@ -348,10 +356,7 @@ static int32_t argmax_f32(const float *l, size_t V) {
     __m512i vi = _mm512_setzero_si512(), idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (; v + 16 <= V; v += 16) {
       __m512 x = _mm512_loadu_ps(l + v);
-      __mmask16 gt = _mm512_cmp_ps_mask(x, vb, _CMP_GT_OQ);
-      vb = _mm512_mask_mov_ps(vb, gt, x);
-      vi = _mm512_mask_mov_epi32(vi, gt, idx);
-      idx = _mm512_add_epi32(idx, _mm512_set1_epi32(16));
+      lane_max_step(x, &vb, &vi, &idx);
     }
     merge_lane_maxima(vb, vi, &bv, &best);
   }
@@ -437,10 +442,7 @@ static int32_t penalised_argmax(const float *l, size_t V, const int32_t *cnt, fl
         if (cnt[v + q]) xs[q] = (float)((double)xs[q] - (double)(float)((double)lam * (double)cnt[v + q]));
       x = _mm512_loadu_ps(xs);
     }
-    __mmask16 gt = _mm512_cmp_ps_mask(x, vb, _CMP_GT_OQ);
-    vb = _mm512_mask_mov_ps(vb, gt, x);
-    vi = _mm512_mask_mov_epi32(vi, gt, idx);
-    idx = _mm512_add_epi32(idx, _mm512_set1_epi32(16));
+    lane_max_step(x, &vb, &vi, &idx);
   }
   merge_lane_maxima(vb, vi, &bv, &best);
 #endif
