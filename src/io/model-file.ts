@@ -10,6 +10,7 @@ import { PflmModel } from '../model/pflm.ts';
 import { INV_FREQ_NAME, paramLayout, type ModelKind } from '../model/params.ts';
 import { readCheckpoint } from './ckpt.ts';
 import { readSafetensorsFile, readSafetensorsInto, writeSafetensors } from './safetensors.ts';
+import { alignedFloat32 } from '../tensor/native.ts';
 
 /** __metadata__ key holding the JSON ModelConfig; kept stable so files written by any version load. */
 export const CONFIG_METADATA_KEY = 'kforce_config';
@@ -195,7 +196,7 @@ async function loadSafetensorsModel(path: string, opts: LoadModelOptions): Promi
       throw new Error(`loadModel ${path} (${kind}, V=${config.vocabSize}, D=${config.hiddenSize}, H=${config.nHeads}, ` +
         `blocks=${config.nBlocks}): ${problems.join('; ')}`);
     }
-    const params = new Float32Array(layout.total);
+    const params = alignedFloat32(layout.total); // cache-line aligned for the native kernels (see model/core.ts)
     const invFreq = new Float32Array(config.hiddenSize / config.nHeads / 2);
     Object.assign(built, { config, kind, params, invFreq });
     const at = layout.byName;

@@ -5,6 +5,7 @@ import type { Backend, FloatArray } from '../tensor/backend.ts';
 import { getBackend } from '../tensor/select.ts';
 import { tsBackend } from '../tensor/ts-backend.ts';
 import { withChecks } from '../tensor/checked.ts';
+import { alignedFloat32 } from '../tensor/native.ts';
 import type { ModelConfig } from './types.ts';
 import { checkConfig, paramLayout, paramViews, ropeInvFreq } from './params.ts';
 import type { DType, ModelKind, ParamLayout, ParamViews } from './params.ts';
@@ -64,9 +65,12 @@ export abstract class BaseModel<T extends FloatArray = Float32Array> {
     const { D, H, Dh, V } = checkConfig(config, kind);
     this.config = { ...config };
     this.dtype = dtype;
+    // float32 buffers (parameters, workspaces, KV cache) start on a cache line: V8 hands out large arrays 16 bytes
+    // past one, and then every 64-byte row load of the native kernels splits two lines (measured: a k=4 decode step
+    // of the official architecture at batch 4 spent 38 ms in linear on the model's weights, 30 ms on aligned copies).
     this.alloc = (dtype === 'float64'
       ? (n: number) => new Float64Array(n)
-      : (n: number) => new Float32Array(n)) as unknown as Alloc<T>;
+      : (n: number) => alignedFloat32(n)) as unknown as Alloc<T>;
     this.layout = paramLayout(config, kind);
     this.params = params ?? this.alloc(this.layout.total);
     if (this.params.length !== this.layout.total) {
