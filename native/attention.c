@@ -74,16 +74,21 @@ static inline __m512 chunk_dots(const float *q, const float *base, size_t stride
 }
 #endif
 
-// Work items are (group of up to QG consecutive queries, head). The queries of one decoding sequence (a PFLM step
-// feeds 2k of them) or of one causal training window mostly share their leading keys: those chunks are gathered once
-// and applied to every query of the group while they sit in L1, instead of being fetched again per query. Each
-// query still sees its own chunks (by ordinal in its own key set) in its own order with the same operations, so the
-// grouping changes which loads hit the cache, never a result.
+// Work items are (group of up to QG queries, head). The queries of one decoding sequence (a PFLM step feeds 2k of
+// them) or of one causal training window mostly share their leading keys: those chunks are gathered once and applied
+// to every query of the group while they sit in L1, instead of being fetched again per query. Groups are formed from
+// queries whose key lists start at the same key, in query order: a batched decode step packs the context rows of all
+// sequences before the noise rows, so consecutive queries would mix sequences and share nothing. Each query still
+// sees its own chunks (by ordinal in its own key set) in its own order with the same operations, so the grouping
+// changes which loads hit the cache, never a result.
 #define QG 8
 
 typedef struct {
   const kf_attn_args *a;
-  const int64_t *pos;  // pos[t] = cost of the items before item t = (group t / H, head t % H), [items + 1]
+  const int64_t *pos;   // pos[t] = cost of the items before item t = (group t / H, head t % H), [items + 1]
+  const int32_t *order; // queries grouped: group g is order[gstart[g] .. gstart[g + 1])
+  const size_t *gstart;
+  size_t pos_items;
 } fwd_job;
 
 // One chunk of a query's keys (indices idx[0..cnt)) folded into its online softmax state (m, l, o).
@@ -141,9 +146,9 @@ static inline void chunk_update(const kf_attn_args *a, const float *q, const flo
 #endif
 }
 
-// Queries g0..g1 (at most QG) at head h; obuf holds QG scratch rows of Dp floats.
-static void attend_group(const kf_attn_args *a, size_t g0, size_t g1, size_t h, float *obuf, size_t Dp) {
-  const size_t Dh = a->headDim, n = g1 - g0;
+// Queries qs[0..n) (n <= QG) at head h; obuf holds QG scratch rows of Dp floats.
+static void attend_group(const kf_attn_args *a, const int32_t *qs, size_t n, size_t h, float *obuf, size_t Dp) {
+  const size_t Dh = a->headDim;
   const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
   // The same keys' slice of the next head is read when the thread moves on to that head: prefetch it (decoding from
   // the paged KV cache is DRAM-latency bound without it, ~3x at batch 64 x 120 keys); the arithmetic is untouched.
@@ -155,10 +160,11 @@ static void attend_group(const kf_attn_args *a, size_t g0, size_t g1, size_t h, 
     for (int32_t r = 0;; r++) {
       int ok = 1;
       int64_t lo = 0, hi = INT64_MAX;
-      for (size_t i = g0; i < g1 && ok; i++) {
+      for (size_t t = 0; t < n && ok; t++) {
+        const size_t i = (size_t)qs[t];
         if (a->rowPtr[i] + r >= a->rowPtr[i + 1]) { ok = 0; break; }
         const int64_t r0 = a->ranges[2 * (a->rowPtr[i] + r)], r1 = a->ranges[2 * (a->rowPtr[i] + r) + 1];
-        if (i == g0) lo = r0;
+        if (t == 0) lo = r0;
         else if (r0 != lo) ok = 0;
         if (r1 < hi) hi = r1;
       }
@@ -166,7 +172,7 @@ static void attend_group(const kf_attn_args *a, size_t g0, size_t g1, size_t h, 
       common += hi - lo;
       // The range continues identically only if every query's range ends at hi.
       int same_end = 1;
-      for (size_t i = g0; i < g1; i++) same_end &= a->ranges[2 * (a->rowPtr[i] + r) + 1] == hi;
+      for (size_t t = 0; t < n; t++) same_end &= a->ranges[2 * (a->rowPtr[qs[t]] + r) + 1] == hi;
       if (!same_end) break;
     }
   }
@@ -176,18 +182,18 @@ static void attend_group(const kf_attn_args *a, size_t g0, size_t g1, size_t h, 
   for (size_t t = 0; t < n; t++) {
     m[t] = -INFINITY;
     l[t] = 0.0f;
-    q[t] = a->q + (g0 + t) * a->qStride + h * Dh;
+    q[t] = a->q + (size_t)qs[t] * a->qStride + h * Dh;
     memset(obuf + t * Dp, 0, Dh * sizeof(float));
   }
   int32_t idx[CH];
   key_iter lead;
-  keys_begin(&lead, a, g0);
+  keys_begin(&lead, a, (size_t)qs[0]);
   for (size_t c = 0; c < shared; c++) {
     keys_next(&lead, idx); // CH keys: the shared part is at least CH * shared long
     for (size_t t = 0; t < n; t++) chunk_update(a, q[t], kb, vb, idx, CH, t == 0 ? ahead : 0, &m[t], &l[t], obuf + t * Dp);
   }
   for (size_t t = 0; t < n; t++) {
-    const size_t i = g0 + t;
+    const size_t i = (size_t)qs[t];
     float *o = obuf + t * Dp;
     key_iter it;
     keys_begin(&it, a, i);
@@ -209,7 +215,7 @@ static void attend_group(const kf_attn_args *a, size_t g0, size_t g1, size_t h, 
 static void fwd_task(void *p, int tid, int nt) {
   fwd_job *j = p;
   const kf_attn_args *a = j->a;
-  const size_t H = a->nHeads, items = (a->nq + QG - 1) / QG * H;
+  const size_t H = a->nHeads, items = j->pos_items;
   // Items lie on a line by cumulative cost; a task takes the items that start inside its equal share of that line.
   const int64_t total = j->pos[items];
   const int64_t lo = total * tid / nt, hi = total * (tid + 1) / nt;
@@ -223,21 +229,65 @@ static void fwd_task(void *p, int tid, int nt) {
   float *obuf = aligned_alloc(64, QG * Dp * sizeof(float) + 64);
   if (!obuf) abort();
   for (; t < items && j->pos[t] < hi; t++) {
-    const size_t g0 = t / H * QG, g1 = g0 + QG < a->nq ? g0 + QG : a->nq;
-    attend_group(a, g0, g1, t % H, obuf, Dp);
+    const size_t g = t / H;
+    attend_group(a, j->order + j->gstart[g], j->gstart[g + 1] - j->gstart[g], t % H, obuf, Dp);
   }
   free(obuf);
 }
 
+// First key of query i (INT64_MAX when it sees none): the grouping key.
+static inline int64_t first_key(const kf_attn_args *a, size_t i) {
+  return a->rowPtr[i] < a->rowPtr[i + 1] ? (int64_t)a->ranges[2 * a->rowPtr[i]] : INT64_MAX;
+}
+
+typedef struct {
+  int64_t key;
+  int32_t i;
+} keyed_query;
+
+static int by_first_key(const void *x, const void *y) {
+  const keyed_query *p = x, *q = y;
+  if (p->key != q->key) return p->key < q->key ? -1 : 1;
+  return (p->i > q->i) - (p->i < q->i); // query order within a key
+}
+
 void kf_attention(const kf_attn_args *a) {
-  const size_t H = a->nHeads, groups = (a->nq + QG - 1) / QG, items = groups * H;
+  const size_t H = a->nHeads, nq = a->nq;
+  int32_t *order = malloc((nq ? nq : 1) * sizeof(int32_t));
+  size_t *gstart = malloc((nq + 1) * sizeof(size_t));
+  if (!order || !gstart) abort();
+  int sorted = 1;
+  for (size_t i = 0; i < nq; i++) {
+    order[i] = (int32_t)i;
+    if (i > 0 && first_key(a, i) < first_key(a, i - 1)) sorted = 0;
+  }
+  if (!sorted) {
+    keyed_query *kq = malloc(nq * sizeof(keyed_query));
+    if (!kq) abort();
+    for (size_t i = 0; i < nq; i++) kq[i] = (keyed_query){first_key(a, i), (int32_t)i};
+    qsort(kq, nq, sizeof(keyed_query), by_first_key);
+    for (size_t i = 0; i < nq; i++) order[i] = kq[i].i;
+    free(kq);
+  }
+  // Groups: runs of up to QG queries with the same first key.
+  size_t groups = 0;
+  for (size_t i = 0; i < nq;) {
+    const int64_t key = first_key(a, (size_t)order[i]);
+    size_t e = i + 1;
+    while (e < nq && e - i < QG && first_key(a, (size_t)order[e]) == key) e++;
+    gstart[groups++] = i;
+    i = e;
+  }
+  gstart[groups] = nq;
+  const size_t items = groups * H;
   int64_t *pos = malloc((items + 1) * sizeof(int64_t));
   if (!pos) abort();
   int64_t all = 0;
   pos[0] = 0;
   for (size_t g = 0; g < groups; g++) {
     int64_t cost = 0; // keys + 1 per query, so empty queries still count
-    for (size_t i = g * QG; i < a->nq && i < (g + 1) * QG; i++) {
+    for (size_t t = gstart[g]; t < gstart[g + 1]; t++) {
+      const size_t i = (size_t)order[t];
       int64_t c = 0;
       for (int32_t r = a->rowPtr[i]; r < a->rowPtr[i + 1]; r++) c += a->ranges[2 * r + 1] - a->ranges[2 * r];
       all += c;
@@ -245,10 +295,12 @@ void kf_attention(const kf_attn_args *a) {
     }
     for (size_t h = 0; h < H; h++) pos[g * H + h + 1] = pos[g * H + h] + cost;
   }
-  fwd_job j = {a, pos};
+  fwd_job j = {a, pos, order, gstart, items};
   double work = (double)all * (double)H * (double)a->headDim;
   kf_parallel(fwd_task, &j, work >= 65536 && items > 1 ? KF_THREADS : 1);
   free(pos);
+  free(gstart);
+  free(order);
 }
 
 // ---- backward ---------------------------------------------------------------------------------------------------
