@@ -83,6 +83,17 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
   }
 
   /** KV pool bookkeeping: pages allocated and in use, and how often the pool was compacted or grown. */
+  /** Sizes the KV pool for `sequences` sequences of up to `rows` positions each (context plus transient noise rows),
+   * so that decoding that much never grows the pool mid-run (benchmarks call it during warm-up; a server can call it
+   * at start-up). Only grows; existing sequences are kept. */
+  preallocate(sequences: number, rows: number): void {
+    for (const [name, v] of [['sequences', sequences], ['rows', rows]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new Error(`decoder.preallocate: ${name} must be an integer >= 0, got ${String(v)}`);
+    }
+    const pages = sequences * Math.ceil(rows / PAGE);
+    if (pages > this.nPages) this.grow(pages);
+  }
+
   stats(): { pageRows: number; pages: number; usedPages: number; compactions: number; grows: number } {
     return { pageRows: PAGE, pages: this.nPages, usedPages: this.nUsed, compactions: this.compactions, grows: this.grows };
   }

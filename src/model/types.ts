@@ -52,4 +52,6 @@ export interface BatchDecoder {
    * a few percent of a decode step. For callers that consume the logits right away (generate, the server).
    */
   stepShared?(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[];
+  /** Optional: pre-sizes the KV cache for `sequences` sequences of up to `rows` positions each. */
+  preallocate?(sequences: number, rows: number): void;
 }

@@ -64,3 +64,21 @@ test('PFLM: transient noise rows at page boundaries, uneven pending tokens, comp
   }
   assert.ok(dec.stats().usedPages <= dec.stats().pages);
 });
+
+test('preallocate sizes the KV pool up front: decoding within it never grows the pool, and bad sizes are refused', () => {
+  const pf = initModel(TINY, 'pflm', 5, { std: 0.3 });
+  const dec = pf.decoder();
+  dec.preallocate(3, 100);
+  const before = dec.stats();
+  assert.equal(before.pages * before.pageRows >= 3 * 100, true);
+  const rows = tokenRows(3, 100, V, 7);
+  const ids = rows.map((r) => dec.open(r.slice(0, 10)));
+  for (let step = 0; step < 20; step++) {
+    dec.step(ids, { noise: ids.map((_, i) => uniforms(4, step * 10 + i)) });
+    ids.forEach((id, b) => dec.append(id, rows[b].slice(10 + 4 * step, 14 + 4 * step)));
+  }
+  assert.equal(dec.stats().grows, before.grows);
+  assert.equal(dec.stats().pages, before.pages);
+  assert.throws(() => dec.preallocate(-1, 10), /sequences must be an integer >= 0/);
+  assert.throws(() => dec.preallocate(2, 1.5), /rows must be an integer >= 0/);
+});
