@@ -236,6 +236,12 @@ export function blasLinear(out: Float32Array, x: Float32Array, w: Float32Array, 
   return requireAddon('blasLinear').blasLinear(out, x, w, M, K, N);
 }
 
+/** Bytes by which the first element of `a` sits past a 64-byte (cache line) boundary; null without the addon. */
+export function cacheLineOffset(a: Float32Array): number | null {
+  const { addon } = loadAddon();
+  return addon ? addon.misalignment(a) : null;
+}
+
 /** A zeroed Float32Array of n elements whose first element sits on a 64-byte (cache line) boundary, so that
  * AVX-512 loads of its rows do not split lines. Falls back to a plain array when the addon is unavailable. */
 export function alignedFloat32(n: number): Float32Array {
