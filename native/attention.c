@@ -88,7 +88,7 @@ typedef struct {
   const int64_t *pos;   // pos[t] = cost of the items before item t = (group t / H, head t % H), [items + 1]
   const int32_t *order; // queries grouped: group g is order[gstart[g] .. gstart[g + 1])
   const size_t *gstart;
-  size_t pos_items;
+  size_t items;         // groups x heads
 } fwd_job;
 
 // One chunk of a query's keys (indices idx[0..cnt)) folded into its online softmax state (m, l, o).
@@ -215,7 +215,7 @@ static void attend_group(const kf_attn_args *a, const int32_t *qs, size_t n, siz
 static void fwd_task(void *p, int tid, int nt) {
   fwd_job *j = p;
   const kf_attn_args *a = j->a;
-  const size_t H = a->nHeads, items = j->pos_items;
+  const size_t H = a->nHeads, items = j->items;
   // Items lie on a line by cumulative cost; a task takes the items that start inside its equal share of that line.
   const int64_t total = j->pos[items];
   const int64_t lo = total * tid / nt, hi = total * (tid + 1) / nt;
