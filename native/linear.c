@@ -7,12 +7,13 @@
 // bits whatever M is, where it sits, and which tile it lands in.
 //
 // Work split: both threads pull blocks of weight rows (N) from a shared counter; K is never split between threads.
-// Decode sizes (M <= 64): the grouped path below: rows in groups of <= 8, each group one register
-// tile of up to 24 accumulators (8 weight rows x 1-2 x rows ... 3 x 7-8), K chunked so that the group's x stays in
-// L1, every weight row streamed from DRAM once per call with software prefetch in consumption order.
-// More than 64 rows (4x4 register tiles; also 3-4 rows with KFORCE_LIN_TILES34=1): the block is sized to stay in L2 and every x tile (kept in L1) walks
-// it; for long K the work is cut into K chunks so that x tile and weight chunk both fit, and the 16 accumulators of
-// every (x tile, weight quad) pair are parked in a small per-thread buffer between chunks.
+// Decode sizes (M <= 64): the grouped path below: rows in groups of <= 8, each group one register tile of up to 24
+// accumulators (8 weight rows x 1-2 x rows ... 3 x 7-8), K chunked so that the group's x stays in L1, every weight
+// row streamed from DRAM once per call with software prefetch in consumption order.
+// More than 64 rows (4x4 register tiles; also 3-4 rows with KFORCE_LIN_TILES34=1): the block is sized to stay in L2
+// and every x tile (kept in L1) walks it; for long K the work is cut into K chunks so that x tile and weight chunk
+// both fit, and the 16 accumulators of every (x tile, weight quad) pair are parked in a small per-thread buffer
+// between chunks.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -43,7 +44,8 @@ static long knob_kc = 768;         // K chunk with many rows (multiple of 16); 0
 static long knob_mb = 32;          // x rows per block when K is chunked
 static long knob_grp_max = 64;     // up to this many rows (at most GROUPS_MAX * GMAX): the grouped streaming path
                                    // (0: always 4x4 tiles); 64 rows measured 8% faster grouped than in 4x4 tiles
-static long knob_tiles34 = 0;      // 3 or 4 rows: 1 = the 4x4 register tiles, 0 = the grouped path (3% faster per decode pass, 7% on the output layer, measured after the weights were cache-line aligned)
+static long knob_tiles34 = 0;      // 3 or 4 rows: 1 = the 4x4 register tiles, 0 = the grouped path (measured 3%
+                                   // faster per decode pass, 7% on the output layer, with cache-line-aligned weights)
 static long knob_pf_few = 8192;    // grouped path: prefetch distance (bytes of group-0 consumption)
 static long knob_pf_rows = 3;      // grouped path: software prefetch only for groups of at least this many rows (the
                                    // hardware prefetchers alone stream 1-2 rows faster, measured)

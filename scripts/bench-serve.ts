@@ -1,8 +1,9 @@
 // Load benchmark of `kforce serve`: the same model served as AR and as a k-token PFLM, each driven by 1, 8 and 64
 // closed-loop clients (each client sends its next request as soon as the previous one finished). The servers run in
 // child processes so their compute never shares an event loop with the clients that time them; both stay up, only
-// one is loaded at a time, and each level runs AR then PFLM back to back. Reports requests, errors, p50/p99 latency and generated tokens/s per level, the PFLM/AR throughput ratio, and
-// the ratio a roofline predicts for that batch size with machine rates measured in this run.
+// one is loaded at a time, and each level runs AR then PFLM back to back. Reports requests, errors, p50/p99 latency
+// and generated tokens/s per level, the PFLM/AR throughput ratio, and the ratio a roofline predicts for that batch
+// size with machine rates measured in this run.
 //
 //   npm run bench:serve -- [--duration 20] [--warmup 3] [--clients 1,8,64] [--prompt-tokens 8] [--max-tokens 64]
 //                          [--k 4] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--json]

@@ -82,7 +82,6 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     return this.nPages * PAGE;
   }
 
-  /** KV pool bookkeeping: pages allocated and in use, and how often the pool was compacted or grown. */
   /** Sizes the KV pool for `sequences` sequences of up to `rows` positions each (context plus transient noise rows),
    * so that decoding that much never grows the pool mid-run (benchmarks call it during warm-up; a server can call it
    * at start-up). Only grows; existing sequences are kept. */
@@ -94,6 +93,7 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     if (pages > this.nPages) this.grow(pages);
   }
 
+  /** KV pool bookkeeping: pages allocated and in use, and how often the pool was compacted or grown. */
   stats(): { pageRows: number; pages: number; usedPages: number; compactions: number; grows: number } {
     return { pageRows: PAGE, pages: this.nPages, usedPages: this.nUsed, compactions: this.compactions, grows: this.grows };
   }
