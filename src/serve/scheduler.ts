@@ -79,8 +79,9 @@ const yieldToEventLoop = (): Promise<void> => new Promise((r) => setImmediate(r)
 /**
  * Event-loop turns granted to HTTP between two steps. A request needs several turns from its socket to the queue
  * (body, parsing, hooks), and one that misses the gap waits a whole step: with 0.5 s steps (k=4, 64 clients, official
- * architecture) one turn per gap left the batch at 33 of 64 on average, 4 turns at 47, 16 at 57. A turn with nothing
- * to do costs microseconds, so long steps get 16 and steps under 10 ms (small models) 2.
+ * architecture) one turn per gap left the batch at 33 of 64 on average, 4 turns at 47, 16 at 47-63 (three runs on a
+ * noisy host). A turn with nothing to do costs microseconds, so long steps get 16 and steps under 10 ms (small
+ * models) 2.
  */
 function turnsBetweenSteps(stepSeconds: number): number {
   return stepSeconds >= 0.01 ? 16 : 2;
