@@ -41,6 +41,9 @@ export interface GenerateOptions {
   penalty?: number;
   /** Most sequences in one step (default: all prompts at once). */
   maxBatch?: number;
+  /** PFLM only: encode the noise of several future steps in one pass when a step has few noise rows (default
+   * true). The output is the same either way; batch-1 decoding saves most of the noise encoder's weight reads. */
+  encodeAhead?: boolean;
   /** Streaming callback, called after every step for every sequence that emitted tokens or finished. */
   onTokens?: (event: TokenEvent) => void;
 }
@@ -58,10 +61,18 @@ export interface GenerateResult {
   selectSeconds: number;
 }
 
+// Noise rows a PFLM step should encode at least (when encoding ahead): below ~32 rows the encoder's pass costs about
+// the same whatever the row count (its weights are read from memory once per pass).
+const NOISE_ROWS_PER_PASS = 32;
+
 interface Active {
   index: number;
   id: SeqId;
   noise: NoiseStream;
+  /** Noise position up to which embeddings were handed to the decoder ahead of time. */
+  aheadUntil: number;
+  /** Noise position of the sequence's last token (start + budget). */
+  noiseEnd: number;
   counts: TokenCounts;
   out: number[];
   steps: number;
@@ -137,6 +148,8 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
           index,
           id: decoder.open(prompts[index]),
           noise: new NoiseStream(o.seed, streamIds[index], noiseStart[index]),
+          aheadUntil: noiseStart[index],
+          noiseEnd: noiseStart[index] + opts.maxNewTokens,
           counts: new TokenCounts(V),
           out: [],
           steps: 0,
@@ -149,7 +162,15 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
       if (decoder.kind === 'pflm') {
         // The last step of a sequence keeps only the slots it still needs; the uniforms stay aligned to positions.
         noise = active.map((a) => a.noise.take(Math.min(o.k, opts.maxNewTokens - a.out.length)));
-        outs = step(ids, { noise, tau: active.map(() => o.tau) });
+        // Every `steps` steps a sequence hands the decoder the uniforms of its next steps as well.
+        const steps = opts.encodeAhead === false ? 1 : Math.floor(NOISE_ROWS_PER_PASS / (active.length * o.k));
+        const noiseAhead = steps > 1 ? active.map((a) => {
+          if (a.noise.position <= a.aheadUntil) return [];
+          const n = Math.min((steps - 1) * o.k, a.noiseEnd - a.noise.position);
+          a.aheadUntil = a.noise.position + n;
+          return a.noise.peek(n);
+        }) : undefined;
+        outs = step(ids, { noise, tau: active.map(() => o.tau), noiseAhead });
       } else {
         outs = step(ids);
       }

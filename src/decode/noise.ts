@@ -51,6 +51,13 @@ export class NoiseStream {
     return uniformAt(this.key, this.position++);
   }
 
+  /** The next n uniforms without consuming them. */
+  peek(n: number): number[] {
+    const out = new Array<number>(n);
+    for (let i = 0; i < n; i++) out[i] = uniformAt(this.key, this.position + i);
+    return out;
+  }
+
   take(n: number): number[] {
     const out = new Array<number>(n);
     for (let i = 0; i < n; i++) out[i] = this.next();

@@ -14,7 +14,7 @@ import { backboneForward } from './backbone.ts';
 import type { BaseModel } from './core.ts';
 import { MaskBuilder } from './masks.ts';
 import { noiseEncoderForward } from './noise-encoder.ts';
-import type { BatchDecoder, ModelConfig, SeqId } from './types.ts';
+import type { BatchDecoder, ModelConfig, SeqId, StepOptions } from './types.ts';
 import { checkK, checkUnit, tokenBatch, tokenRow } from './validate.ts';
 
 interface Seq {
@@ -27,6 +27,8 @@ interface Seq {
 const PAGE_BITS = 5;
 const PAGE = 1 << PAGE_BITS; // rows per page: at most PAGE - 1 unused rows per sequence
 const PAGE_MASK = PAGE - 1;
+// Noise rows encoded ahead of their step are kept by uniform, up to this many floats (then the cache starts over).
+const NOISE_CACHE_FLOATS = 1 << 21;
 
 export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDecoder {
   readonly kind: 'ar' | 'pflm';
@@ -39,6 +41,11 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
   private nUsed = 0;
   private compactions = 0;
   private grows = 0;
+  // PFLM: embeddings of noise rows encoded ahead of their step (step's noiseAhead), by uniform. The encoder is a pure
+  // function of (u, tau) computed row by row with row-invariant kernels, so a cached row has the bits it would get
+  // if encoded in its own step, and keying by value is exact.
+  private readonly noiseCache = new Map<number, { tau: number; row: T }>();
+  private noiseRowsReused = 0;
 
   constructor(private readonly model: BaseModel<T>) {
     this.kind = model.kind;
@@ -93,9 +100,13 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     if (pages > this.nPages) this.grow(pages);
   }
 
-  /** KV pool bookkeeping: pages allocated and in use, and how often the pool was compacted or grown. */
-  stats(): { pageRows: number; pages: number; usedPages: number; compactions: number; grows: number } {
-    return { pageRows: PAGE, pages: this.nPages, usedPages: this.nUsed, compactions: this.compactions, grows: this.grows };
+  /** KV pool bookkeeping: pages allocated and in use, and how often the pool was compacted or grown; PFLM noise rows
+   * taken from the rows encoded ahead (step's noiseAhead). */
+  stats(): { pageRows: number; pages: number; usedPages: number; compactions: number; grows: number; noiseRowsReused: number } {
+    return {
+      pageRows: PAGE, pages: this.nPages, usedPages: this.nUsed, compactions: this.compactions, grows: this.grows,
+      noiseRowsReused: this.noiseRowsReused,
+    };
   }
 
   private get(fn: string, id: SeqId): Seq {
@@ -104,16 +115,16 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     return s;
   }
 
-  step(ids: SeqId[], opts: { noise?: number[][]; tau?: number[] } = {}): Float32Array[] {
+  step(ids: SeqId[], opts: StepOptions = {}): Float32Array[] {
     return this.forward('decoder.step', ids, opts, true);
   }
 
-  stepShared(ids: SeqId[], opts: { noise?: number[][]; tau?: number[] } = {}): Float32Array[] {
+  stepShared(ids: SeqId[], opts: StepOptions = {}): Float32Array[] {
     return this.forward('decoder.stepShared', ids, opts, false);
   }
 
   /** One packed forward; returns per sequence its logits, copied or as views of the model's scratch logits. */
-  private forward(fn: string, ids: SeqId[], opts: { noise?: number[][]; tau?: number[] }, copy: boolean): Float32Array[] {
+  private forward(fn: string, ids: SeqId[], opts: StepOptions, copy: boolean): Float32Array[] {
     const m = this.model;
     const { D, V } = m;
     if (!Array.isArray(ids) || ids.length === 0) throw new Error(`${fn}: ids must be a non-empty array of sequence ids`);
@@ -123,8 +134,11 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     const ks = new Array<number>(S).fill(0);
     const noiseFlat: number[] = [];
     const tauFlat: number[] = [];
+    const aheadU: number[] = [];
+    const aheadTau: number[] = [];
     if (this.kind === 'ar') {
       if (opts.noise !== undefined) throw new Error(`${fn}: noise was given but this is an AR model`);
+      if (opts.noiseAhead !== undefined) throw new Error(`${fn}: noiseAhead was given but this is an AR model`);
       seqs.forEach((s) => {
         if (s.pending.length === 0) throw new Error(`${fn}: sequence ${s.id} has no pending tokens (append first)`);
       });
@@ -148,6 +162,21 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
         for (let j = 0; j < row.length; j++) {
           noiseFlat.push(checkUnit(fn, `noise[${i}][${j}]`, row[j]));
           tauFlat.push(tau);
+        }
+      }
+      const ahead = opts.noiseAhead;
+      if (ahead !== undefined) {
+        if (!Array.isArray(ahead) || ahead.length !== S) {
+          throw new Error(`${fn}: noiseAhead must hold one array of uniforms per sequence (${S}); got ${Array.isArray(ahead) ? ahead.length + ' rows' : typeof ahead}`);
+        }
+        for (let i = 0; i < S; i++) {
+          const row = ahead[i];
+          if (!Array.isArray(row) && !ArrayBuffer.isView(row)) throw new Error(`${fn}: noiseAhead[${i}] must be an array of uniforms`);
+          const tau = opts.tau ? opts.tau[i] : 1;
+          for (let j = 0; j < row.length; j++) {
+            aheadU.push(checkUnit(fn, `noiseAhead[${i}][${j}]`, row[j]));
+            aheadTau.push(tau);
+          }
         }
       }
     }
@@ -185,7 +214,7 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     }
     const x = m.ws.get('dec.x', R * D);
     if (Rc > 0) embeddingGather(x.subarray(0, Rc * D) as T, m.w.embed, tokens, V, D);
-    if (Rn > 0) noiseEncoderForward(m, noiseFlat, tauFlat, x.subarray(Rc * D) as T, false);
+    if (Rn > 0 || aheadU.length > 0) this.encodeNoise(noiseFlat, tauFlat, aheadU, aheadTau, x.subarray(Rc * D, R * D) as T);
     const tr = backboneForward(m, {
       R, x, positions, mask: mb.build(), kv: { layers: this.pool, rowIndex },
       out: this.kind === 'ar' ? { rows: outRows } : { start: Rc, count: Rn }, train: false,
@@ -203,6 +232,49 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
       o += n;
     }
     return res;
+  }
+
+  /** Noise rows (u, tau) into dest [Rn, D]: cached rows are copied, the others are encoded in one pass together with
+   * the rows ahead (not yet cached), which go to the cache. */
+  private encodeNoise(u: number[], tau: number[], aheadU: number[], aheadTau: number[], dest: T): void {
+    const m = this.model;
+    const D = m.D;
+    const cache = this.noiseCache;
+    if (cache.size === 0 && aheadU.length === 0) {
+      noiseEncoderForward(m, u, tau, dest, false);
+      return;
+    }
+    const encU: number[] = [];
+    const encTau: number[] = [];
+    const target: number[] = []; // row of dest, or -1: to the cache
+    for (let r = 0; r < u.length; r++) {
+      const hit = cache.get(u[r]);
+      if (hit && hit.tau === tau[r]) {
+        dest.set(hit.row, r * D);
+        cache.delete(u[r]);
+        this.noiseRowsReused++;
+      } else {
+        encU.push(u[r]);
+        encTau.push(tau[r]);
+        target.push(r);
+      }
+    }
+    for (let j = 0; j < aheadU.length; j++) {
+      const hit = cache.get(aheadU[j]);
+      if (hit && hit.tau === aheadTau[j]) continue;
+      encU.push(aheadU[j]);
+      encTau.push(aheadTau[j]);
+      target.push(-1);
+    }
+    if (encU.length === 0) return;
+    const enc = m.ws.get('dec.noise', encU.length * D);
+    noiseEncoderForward(m, encU, encTau, enc, false);
+    if ((cache.size + encU.length) * D > NOISE_CACHE_FLOATS) cache.clear();
+    for (let j = 0; j < encU.length; j++) {
+      const row = enc.subarray(j * D, (j + 1) * D) as T;
+      if (target[j] >= 0) dest.set(row, target[j] * D);
+      else cache.set(encU[j], { tau: encTau[j], row: row.slice() as T });
+    }
   }
 
   /** Adds the query of logical position q of s to the mask (keys: positions 0..q) and returns its pool row. */

@@ -28,6 +28,13 @@ export type SeqId = number;
  * tokens (their K/V are committed to its cache) and, for a PFLM, k noise tokens after them (transient K/V, not kept),
  * all packed into one activation matrix so the linear layers stream each weight once per step.
  */
+/** Per-step inputs of BatchDecoder.step (PFLM only; see there). */
+export interface StepOptions {
+  noise?: number[][];
+  tau?: number[];
+  noiseAhead?: number[][];
+}
+
 export interface BatchDecoder {
   readonly kind: 'ar' | 'pflm';
   readonly config: ModelConfig;
@@ -43,15 +50,17 @@ export interface BatchDecoder {
    * One forward pass. Every named sequence must have at least one pending token.
    * AR: returns per sequence the raw logits (mask logit -1000) for its next position, Float32Array [V].
    * PFLM: `noise[i]` (length k <= maxK) and `tau[i]` (default 1) per sequence; returns Float32Array [k * V], the
-   * logits of the k noise slots.
+   * logits of the k noise slots. `noiseAhead[i]` (optional): uniforms sequence i will feed on later steps (with
+   * the same tau); a PFLM decoder may encode them now, together with this step's noise rows, and reuse the
+   * embeddings then. Results do not change; the noise encoder reads its weights once for several steps.
    */
-  step(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[];
+  step(ids: SeqId[], opts?: StepOptions): Float32Array[];
   /**
    * Optional: `step` without the copy of the logits. The arrays are views of the model's scratch memory, valid only
    * until the model's next forward pass (any step of any of its decoders); at [S, V] floats per step the copy costs
    * a few percent of a decode step. For callers that consume the logits right away (generate, the server).
    */
-  stepShared?(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[];
+  stepShared?(ids: SeqId[], opts?: StepOptions): Float32Array[];
   /** Optional: pre-sizes the KV cache for `sequences` sequences of up to `rows` positions each. */
   preallocate?(sequences: number, rows: number): void;
 }

@@ -59,3 +59,15 @@ test('PFLM: generation equals the model\'s own penalised generate with the same 
     prompts.forEach((p, i) => assert.deepEqual(mine.tokens[i], theirs[i].slice(p.length), `k=${k} prompt ${i}`));
   }
 });
+
+test('PFLM: noise encoded ahead of its step gives the same tokens, and is reused', () => {
+  for (const [batch, k] of [[1, 4], [1, 1], [3, 2]] as const) {
+    const ps = prompts.slice(0, batch);
+    const ahead = pflm.decoder();
+    const on = generate(ahead, ps, { maxNewTokens: 23, seed: 4, k });
+    const off = generate(pflm.decoder(), ps, { maxNewTokens: 23, seed: 4, k, encodeAhead: false });
+    assert.deepEqual(on.tokens, off.tokens, `batch ${batch} k=${k}`);
+    // All but the first step's rows of each 32-row pass come from the rows encoded ahead.
+    assert.ok(ahead.stats().noiseRowsReused >= 23 * batch / 2, `batch ${batch} k=${k}: ${ahead.stats().noiseRowsReused} rows reused`);
+  }
+});

@@ -65,6 +65,43 @@ test('PFLM: transient noise rows at page boundaries, uneven pending tokens, comp
   assert.ok(dec.stats().usedPages <= dec.stats().pages);
 });
 
+test('PFLM: noise rows encoded ahead (noiseAhead) give the bits of rows encoded in their own step', () => {
+  const pf = initModel(TINY, 'pflm', 4, { std: 0.3 });
+  const [plain, ahead] = [pf.decoder(), pf.decoder()];
+  const rows = tokenRows(2, 40, V, 29);
+  const idsP = rows.map((r) => plain.open(r.slice(0, 5)));
+  const idsA = rows.map((r) => ahead.open(r.slice(0, 5)));
+  const u = rows.map((_, i) => uniforms(24, 7 + i));
+  const tau = [1, 0.7];
+  for (let step = 0; step < 6; step++) {
+    const noise = u.map((r) => r.slice(4 * step, 4 * step + 4));
+    const noiseAhead = step % 3 === 0 ? u.map((r) => r.slice(4 * step + 4, 4 * step + 12)) : undefined;
+    const a = ahead.step(idsA, { noise, tau, noiseAhead });
+    const p = plain.step(idsP, { noise, tau });
+    a.forEach((o, i) => assert.ok(o.every((v, j) => Object.is(v, p[i][j])), `step ${step} seq ${i}`));
+    rows.forEach((r, i) => {
+      plain.append(idsP[i], r.slice(5 + step, 6 + step));
+      ahead.append(idsA[i], r.slice(5 + step, 6 + step));
+    });
+  }
+  assert.equal(ahead.stats().noiseRowsReused, 2 * 4 * 4); // steps 1, 2, 4, 5 of both sequences
+  assert.equal(plain.stats().noiseRowsReused, 0);
+  // A cached row is reused only with its own tau.
+  const reused = ahead.stats().noiseRowsReused;
+  const both = (f: (d: typeof plain, ids: number[]) => void) => { f(plain, idsP as number[]); f(ahead, idsA as number[]); };
+  ahead.step(idsA, { noise: [[0.25], [0.25]], tau: [1, 1], noiseAhead: [[0.625], [0.625]] });
+  plain.step(idsP, { noise: [[0.25], [0.25]], tau: [1, 1] });
+  both((d, ids) => ids.forEach((id) => d.append(id, [3])));
+  const a2 = ahead.step(idsA, { noise: [[0.625], [0.625]], tau: [0.5, 0.5] });
+  const p2 = plain.step(idsP, { noise: [[0.625], [0.625]], tau: [0.5, 0.5] });
+  a2.forEach((o, i) => assert.ok(o.every((v, j) => Object.is(v, p2[i][j])), `other tau, seq ${i}`));
+  assert.equal(ahead.stats().noiseRowsReused, reused);
+  both((d, ids) => ids.forEach((id) => d.append(id, [4])));
+  // Bad noiseAhead is refused.
+  assert.throws(() => ahead.step(idsA, { noise: [[0.5], [0.5]], noiseAhead: [[0.5]] }), /noiseAhead must hold one array of uniforms per sequence \(2\)/);
+  assert.throws(() => ahead.step(idsA, { noise: [[0.5], [0.5]], noiseAhead: [[1.5], []] }), /noiseAhead\[0\]\[0\]/);
+});
+
 test('preallocate sizes the KV pool up front: decoding within it never grows the pool, and bad sizes are refused', () => {
   const pf = initModel(TINY, 'pflm', 5, { std: 0.3 });
   const dec = pf.decoder();

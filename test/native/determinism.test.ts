@@ -57,6 +57,10 @@ test('attention: a query alone (as in cached decoding) gives the bits it gets in
     { mask: causalMask(45), nq: 45, H: 3, Dh: 16 },
     { mask: staircase(12, 4), nq: 12 + 48, H: 2, Dh: 64 },
     { mask: maskOf([[[0, 17], [20, 53]], [[2, 60]], [[0, 1]]]), nq: 3, H: 1, Dh: 24 },
+    // Queries sharing a long key prefix (a PFLM decode step): groups of 8 then 3, and 8 then 2, take the
+    // shared-load paths for 4, 3 and 2 queries over the common chunks.
+    { mask: maskOf(Array.from({ length: 11 }, (_, i) => [[0, 40 + i]] as Array<[number, number]>)), nq: 11, H: 2, Dh: 24 },
+    { mask: maskOf(Array.from({ length: 10 }, (_, i) => [[0, 50 - i]] as Array<[number, number]>)), nq: 10, H: 2, Dh: 64 },
   ]) {
     const W = H * Dh, nk = 60;
     const q = rand32(rng, nq * W), k = rand32(rng, nk * W), v = rand32(rng, nk * W);
