@@ -4,7 +4,7 @@
 // Sequence i draws its uniforms from stream streamIds[i] (default i) of the seed, position t of its output using
 // uniform t, so the output of a prompt depends on (model, prompt, seed, stream, options) only, not on the batch.
 import type { BatchDecoder, SeqId } from '../model/types.ts';
-import { NoiseStream } from './noise.ts';
+import { NoiseStream, noiseAhead } from './noise.ts';
 import { TokenCounts, recommendedPenalty, sampleArRows, selectPflmRows } from './sampling.ts';
 
 export interface TokenEvent {
@@ -61,17 +61,11 @@ export interface GenerateResult {
   selectSeconds: number;
 }
 
-// Noise rows a PFLM step should encode at least (when encoding ahead): below ~32 rows the encoder's pass costs about
-// the same whatever the row count (its weights are read from memory once per pass).
-const NOISE_ROWS_PER_PASS = 32;
-
 interface Active {
   index: number;
   id: SeqId;
   noise: NoiseStream;
-  /** Noise position up to which embeddings were handed to the decoder ahead of time. */
-  aheadUntil: number;
-  /** Noise position of the sequence's last token (start + budget). */
+  /** Noise position after the sequence's last token (start + budget). */
   noiseEnd: number;
   counts: TokenCounts;
   out: number[];
@@ -148,7 +142,6 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
           index,
           id: decoder.open(prompts[index]),
           noise: new NoiseStream(o.seed, streamIds[index], noiseStart[index]),
-          aheadUntil: noiseStart[index],
           noiseEnd: noiseStart[index] + opts.maxNewTokens,
           counts: new TokenCounts(V),
           out: [],
@@ -162,15 +155,9 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
       if (decoder.kind === 'pflm') {
         // The last step of a sequence keeps only the slots it still needs; the uniforms stay aligned to positions.
         noise = active.map((a) => a.noise.take(Math.min(o.k, opts.maxNewTokens - a.out.length)));
-        // Every `steps` steps a sequence hands the decoder the uniforms of its next steps as well.
-        const steps = opts.encodeAhead === false ? 1 : Math.floor(NOISE_ROWS_PER_PASS / (active.length * o.k));
-        const noiseAhead = steps > 1 ? active.map((a) => {
-          if (a.noise.position <= a.aheadUntil) return [];
-          const n = Math.min((steps - 1) * o.k, a.noiseEnd - a.noise.position);
-          a.aheadUntil = a.noise.position + n;
-          return a.noise.peek(n);
-        }) : undefined;
-        outs = step(ids, { noise, tau: active.map(() => o.tau), noiseAhead });
+        const ahead = opts.encodeAhead === false ? undefined
+          : noiseAhead(active.map((a) => a.noise), active.map((a) => a.noiseEnd), o.k);
+        outs = step(ids, { noise, tau: active.map(() => o.tau), noiseAhead: ahead });
       } else {
         outs = step(ids);
       }

@@ -42,9 +42,13 @@ export class NoiseStream {
   /** Index of the next uniform `next()` returns (= number of generated tokens it has covered). */
   position: number;
 
+  /** Position up to which uniforms were handed out ahead of their step (noiseAhead). */
+  aheadUntil: number;
+
   constructor(seed: number, stream = 0, position = 0) {
     this.key = streamKey(seed, stream);
     this.position = position;
+    this.aheadUntil = position;
   }
 
   next(): number {
@@ -63,4 +67,24 @@ export class NoiseStream {
     for (let i = 0; i < n; i++) out[i] = this.next();
     return out;
   }
+}
+
+// Noise rows a PFLM step should encode at least when encoding ahead: below ~32 rows the noise encoder's pass costs
+// about the same whatever the row count (its weights are read from memory once per pass).
+const NOISE_ROWS_PER_PASS = 32;
+
+/**
+ * The `noiseAhead` argument of a PFLM step (BatchDecoder.step) for streams that just took this step's uniforms (k per
+ * sequence): every few steps, enough for NOISE_ROWS_PER_PASS rows over the batch, each stream hands over the
+ * uniforms of its next steps, up to `ends[i]` (its last position + 1). Undefined when the batch alone fills a pass.
+ */
+export function noiseAhead(streams: NoiseStream[], ends: number[], k: number): number[][] | undefined {
+  const steps = Math.floor(NOISE_ROWS_PER_PASS / (streams.length * k));
+  if (steps <= 1) return undefined;
+  return streams.map((s, i) => {
+    if (s.position <= s.aheadUntil) return [];
+    const n = Math.max(0, Math.min((steps - 1) * k, ends[i] - s.position));
+    s.aheadUntil = s.position + n;
+    return s.peek(n);
+  });
 }

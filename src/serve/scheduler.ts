@@ -7,8 +7,8 @@
 // Token selection reuses src/decode: sequence noise comes from NoiseStream(seed, stream 0), position t of the output
 // reading uniform t, so a request's completion depends on (model, prompt, seed, options) only, never on what else is
 // in the batch, and equals `generate(decoder, [prompt], { seed })`.
-import type { BatchDecoder, SeqId } from '../model/types.ts';
-import { NoiseStream } from '../decode/noise.ts';
+import type { BatchDecoder, SeqId, StepOptions } from '../model/types.ts';
+import { NoiseStream, noiseAhead } from '../decode/noise.ts';
 import { TokenCounts, sampleArRows, selectPflmRows } from '../decode/sampling.ts';
 import { ApiError } from './errors.ts';
 import type { FinishReason, ServeMetrics } from './metrics.ts';
@@ -259,7 +259,7 @@ export class Scheduler {
   }
 
   /** decoder.step, without the logits copy where the decoder offers that (they are used before the next step). */
-  private stepLogits(ids: SeqId[], opts?: { noise?: number[][]; tau?: number[] }): Float32Array[] {
+  private stepLogits(ids: SeqId[], opts?: StepOptions): Float32Array[] {
     return this.decoder.stepShared ? this.decoder.stepShared(ids, opts) : this.decoder.step(ids, opts);
   }
 
@@ -275,7 +275,8 @@ export class Scheduler {
       if (pflm) {
         // The last step of a sequence keeps only the slots it still needs (KFORCING.md section 6).
         noise = batch.map((e) => e.noise.take(Math.min(this.opts.k, e.job.maxTokens - e.out.length)));
-        outs = this.stepLogits(ids, { noise, tau: batch.map((e) => e.job.temperature) });
+        const ahead = noiseAhead(batch.map((e) => e.noise), batch.map((e) => e.job.maxTokens), this.opts.k);
+        outs = this.stepLogits(ids, { noise, tau: batch.map((e) => e.job.temperature), noiseAhead: ahead });
       } else {
         outs = this.stepLogits(ids);
       }
