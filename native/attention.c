@@ -5,8 +5,8 @@
 // sequence of operations. A query's result therefore depends only on its own key set and the q/k/v values, which
 // makes cached decoding (one query against a KV cache) bit-identical to the same query inside a full forward.
 //
-// Forward splits (query, head) items between the threads by key count; backward gives each thread whole heads, so
-// every dk/dv element is written by exactly one thread in a fixed order.
+// Forward splits (query group, head block) items between the threads by key count; backward gives each thread whole
+// heads, so every dk/dv element is written by exactly one thread in a fixed order.
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -51,15 +51,10 @@ static inline int keys_next(key_iter *it, int32_t *idx) {
 #ifdef __AVX512F__
 // Lane c = dot(q, rows[c]) for c < cnt, in kf_dot16's order (lanes >= cnt are junk). rows[c] = base + idx[c]*stride.
 static inline __m512 chunk_dots(const float *q, const float *base, size_t stride, const int32_t *idx, int cnt,
-                                size_t Dh, size_t ahead) {
+                                size_t Dh) {
   const float *p[CH];
 #pragma GCC unroll 16
   for (int c = 0; c < CH; c++) p[c] = base + (size_t)idx[c < cnt ? c : 0] * stride;
-  // Cached keys sit a whole K|V row apart, which the hardware prefetchers do not follow: fetch the same keys' slice
-  // of the next head (the next work item) now. Prefetches never fault, so running past the row is harmless.
-  if (ahead)
-    for (int c = 0; c < cnt; c++)
-      for (size_t d = 0; d < Dh; d += 16) _mm_prefetch((const char *)(p[c] + ahead + d), _MM_HINT_T0);
   __m512 acc[CH];
 #pragma GCC unroll 16
   for (int c = 0; c < CH; c++) acc[c] = _mm512_setzero_ps();
@@ -74,35 +69,17 @@ static inline __m512 chunk_dots(const float *q, const float *base, size_t stride
 }
 #endif
 
-// Work items are (group of up to QG queries, head). The queries of one decoding sequence (a PFLM step feeds 2k of
-// them) or of one causal training window mostly share their leading keys: those chunks are gathered once and applied
-// to every query of the group while they sit in L1, instead of being fetched again per query. Groups are formed from
-// queries whose key lists start at the same key, in query order: a batched decode step packs the context rows of all
-// sequences before the noise rows, so consecutive queries would mix sequences and share nothing. Each query still
-// sees its own chunks (by ordinal in its own key set) in its own order with the same operations, so the grouping
-// changes which loads hit the cache, never a result.
-#define QG 8
-
-typedef struct {
-  const kf_attn_args *a;
-  const int64_t *pos;   // pos[t] = cost of the items before item t = (group t / H, head t % H), [items + 1]
-  const int32_t *order; // queries grouped: group g is order[gstart[g] .. gstart[g + 1])
-  const size_t *gstart;
-  size_t items;         // groups x heads
-} fwd_job;
-
 // One chunk of a query's keys (indices idx[0..cnt)) folded into its online softmax state (m, l, o). DHC: the head
 // dimension as a compile-time constant (0: a->headDim), so that the common size runs without masks or loop control
 // (7% faster for 8 queries over 1000 cached keys, runs/attn-bench.ts).
 KF_INLINE void chunk_update_dh(const size_t DHC, const kf_attn_args *a, const float *q, const float *kb,
-                               const float *vb, const int32_t *idx, int cnt, size_t ahead, float *mp, float *lp,
-                               float *o) {
+                               const float *vb, const int32_t *idx, int cnt, float *mp, float *lp, float *o) {
   const size_t Dh = DHC ? DHC : a->headDim;
   const float m = *mp;
 #ifdef __AVX512F__
   const __mmask16 cm = kf_tail_mask((size_t)cnt);
   const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), cm,
-                                      _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, cnt, Dh, ahead),
+                                      _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, cnt, Dh),
                                                     _mm512_set1_ps(a->scale)));
   const float smax = _mm512_reduce_max_ps(s);
   const float mc = smax > m ? smax : m;
@@ -114,9 +91,6 @@ KF_INLINE void chunk_update_dh(const size_t DHC, const kf_attn_args *a, const fl
   _mm512_storeu_ps(ev, e);
   const float *vp[CH];
   for (int c = 0; c < cnt; c++) vp[c] = vb + (size_t)idx[c] * a->vStride;
-  if (ahead)
-    for (int c = 0; c < cnt; c++)
-      for (size_t d = 0; d < Dh; d += 16) _mm_prefetch((const char *)(vp[c] + ahead + d), _MM_HINT_T0);
   for (size_t d = 0; d < Dh; d += 16) {
     const __mmask16 dm = kf_tail_mask(Dh - d);
     __m512 ov = _mm512_mul_ps(_mm512_maskz_loadu_ps(dm, o + d), _mm512_set1_ps(alpha));
@@ -125,7 +99,6 @@ KF_INLINE void chunk_update_dh(const size_t DHC, const kf_attn_args *a, const fl
   }
   *mp = mc;
 #else
-  (void)ahead;
   float s[CH], e[CH];
   float mc = m;
   for (int c = 0; c < cnt; c++) {
@@ -150,23 +123,55 @@ KF_INLINE void chunk_update_dh(const size_t DHC, const kf_attn_args *a, const fl
 }
 
 typedef void (*chunk_fn)(const kf_attn_args *, const float *, const float *, const float *, const int32_t *, int,
-                         size_t, float *, float *, float *);
+                         float *, float *, float *);
 static void chunk_update_64(const kf_attn_args *a, const float *q, const float *kb, const float *vb,
-                            const int32_t *idx, int cnt, size_t ahead, float *mp, float *lp, float *o) {
-  chunk_update_dh(64, a, q, kb, vb, idx, cnt, ahead, mp, lp, o);
+                            const int32_t *idx, int cnt, float *mp, float *lp, float *o) {
+  chunk_update_dh(64, a, q, kb, vb, idx, cnt, mp, lp, o);
 }
 static void chunk_update(const kf_attn_args *a, const float *q, const float *kb, const float *vb,
-                         const int32_t *idx, int cnt, size_t ahead, float *mp, float *lp, float *o) {
-  chunk_update_dh(0, a, q, kb, vb, idx, cnt, ahead, mp, lp, o);
+                         const int32_t *idx, int cnt, float *mp, float *lp, float *o) {
+  chunk_update_dh(0, a, q, kb, vb, idx, cnt, mp, lp, o);
 }
 
-// Queries qs[0..n) (n <= QG) at head h; obuf holds QG scratch rows of Dp floats.
-static void attend_group(const kf_attn_args *a, const int32_t *qs, size_t n, size_t h, float *obuf, size_t Dp) {
+// Work items are (group of up to QG queries, block of heads). The queries of one decoding sequence (a PFLM step feeds
+// 2k of them) or of one causal training window mostly share their leading keys: those chunks are gathered once and
+// applied to every query of the group while they sit in L1, instead of being fetched again per query. Groups are
+// formed from queries whose key lists start at the same key, in query order: a batched decode step packs the context
+// rows of all sequences before the noise rows, so consecutive queries would mix sequences and share nothing. An item
+// walks its keys once for all heads of its block (chunk by chunk, every head of the chunk before the next chunk), so
+// each cached K|V row is read in long runs rather than once per head. Each (query, head) still sees its own chunks
+// (by ordinal in its own key set) in its own order with the same operations, so neither the grouping nor the head
+// blocks change a result.
+#define QG 8
+
+typedef struct {
+  const kf_attn_args *a;
+  const int64_t *pos;   // pos[t] = cost of the items before item t = (group t / nhb, head block t % nhb), [items + 1]
+  const int32_t *order; // queries grouped: group g is order[gstart[g] .. gstart[g + 1])
+  const size_t *gstart;
+  size_t items, nhb, hb; // groups x head blocks; heads per block
+} fwd_job;
+
+// Cached keys sit a whole K|V row apart, which the hardware prefetchers do not follow: the walk prefetches the K and V
+// lines of head h for the keys of its next chunk (idx[0..cnt)) while it works on the current one.
+static inline void prefetch_chunk(const kf_attn_args *a, size_t h, const int32_t *idx, int cnt) {
   const size_t Dh = a->headDim;
   const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
-  // The same keys' slice of the next head is read when the thread moves on to that head: prefetch it (decoding from
-  // the paged KV cache is DRAM-latency bound without it, ~3x at batch 64 x 120 keys); the arithmetic is untouched.
-  const size_t ahead = h + 1 < a->nHeads ? Dh : 0;
+  for (int c = 0; c < cnt; c++) {
+    const char *kp = (const char *)(kb + (size_t)idx[c] * a->kStride);
+    const char *vp = (const char *)(vb + (size_t)idx[c] * a->vStride);
+    for (size_t d = 0; d < Dh * sizeof(float); d += 64) {
+      _mm_prefetch(kp + d, _MM_HINT_T0);
+      _mm_prefetch(vp + d, _MM_HINT_T0);
+    }
+  }
+}
+
+// Queries qs[0..n) (n <= QG) at heads [h0, h1); obuf holds QG * (h1 - h0) scratch rows of Dp floats, ml 2 * QG * (h1 -
+// h0) floats.
+static void attend_item(const kf_attn_args *a, const int32_t *qs, size_t n, size_t h0, size_t h1, float *obuf,
+                        size_t Dp, float *ml) {
+  const size_t Dh = a->headDim, HB = h1 - h0;
   const chunk_fn update = Dh == 64 ? chunk_update_64 : chunk_update;
   // Leading keys every query of the group has in the same order: the identical leading ranges of their key lists
   // (paged KV caches give several), plus the common part of the next range where those all start at the same key.
@@ -192,37 +197,69 @@ static void attend_group(const kf_attn_args *a, const int32_t *qs, size_t n, siz
     }
   }
   const size_t shared = (size_t)common / CH;
-  float m[QG], l[QG];
+  // State of (query t, head h0 + b) at slot t * HB + b.
+  float *m = ml, *l = ml + QG * HB;
   const float *q[QG];
   for (size_t t = 0; t < n; t++) {
-    m[t] = -INFINITY;
-    l[t] = 0.0f;
-    q[t] = a->q + (size_t)qs[t] * a->qStride + h * Dh;
-    memset(obuf + t * Dp, 0, Dh * sizeof(float));
+    q[t] = a->q + (size_t)qs[t] * a->qStride;
+    for (size_t b = 0; b < HB; b++) {
+      m[t * HB + b] = -INFINITY;
+      l[t * HB + b] = 0.0f;
+      memset(obuf + (t * HB + b) * Dp, 0, Dh * sizeof(float));
+    }
   }
-  int32_t idx[CH];
-  key_iter lead;
+  int32_t idx[CH], nidx[CH];
+  int ncnt;
+  // The shared chunks, walked with the first query's key list; `ahead` runs one chunk in front for the prefetches
+  // (2 and 4 chunks measured no faster).
+  key_iter lead, ahead;
   keys_begin(&lead, a, (size_t)qs[0]);
+  keys_begin(&ahead, a, (size_t)qs[0]);
+  ncnt = keys_next(&ahead, nidx);
+  if (shared > 0)
+    for (size_t h = h0; h < h1; h++) prefetch_chunk(a, h, nidx, ncnt);
   for (size_t c = 0; c < shared; c++) {
     keys_next(&lead, idx); // CH keys: the shared part is at least CH * shared long
-    for (size_t t = 0; t < n; t++) update(a, q[t], kb, vb, idx, CH, t == 0 ? ahead : 0, &m[t], &l[t], obuf + t * Dp);
+    ncnt = keys_next(&ahead, nidx);
+    for (size_t h = h0; h < h1; h++) {
+      prefetch_chunk(a, h, nidx, ncnt);
+      const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
+      const size_t b = h - h0;
+      for (size_t t = 0; t < n; t++)
+        update(a, q[t] + h * Dh, kb, vb, idx, CH, &m[t * HB + b], &l[t * HB + b], obuf + (t * HB + b) * Dp);
+    }
   }
   for (size_t t = 0; t < n; t++) {
     const size_t i = (size_t)qs[t];
-    float *o = obuf + t * Dp;
     key_iter it;
     keys_begin(&it, a, i);
     for (size_t c = 0; c < shared; c++) keys_next(&it, idx); // past the chunks applied above
+    key_iter nx = it;
+    ncnt = keys_next(&nx, nidx);
+    if (shared == 0)
+      for (size_t h = h0; h < h1; h++) prefetch_chunk(a, h, nidx, ncnt);
     int cnt;
-    while ((cnt = keys_next(&it, idx)) > 0) update(a, q[t], kb, vb, idx, cnt, ahead, &m[t], &l[t], o);
-    float *out = a->out + i * a->outStride + h * Dh;
-    if (l[t] > 0.0f) {
-      const float inv = 1.0f / l[t];
-      for (size_t d = 0; d < Dh; d++) out[d] = o[d] * inv;
-      a->lse[i * a->nHeads + h] = m[t] + logf(l[t]);
-    } else {
-      memset(out, 0, Dh * sizeof(float));
-      a->lse[i * a->nHeads + h] = -INFINITY;
+    while ((cnt = keys_next(&it, idx)) > 0) {
+      ncnt = keys_next(&nx, nidx);
+      for (size_t h = h0; h < h1; h++) {
+        prefetch_chunk(a, h, nidx, ncnt);
+        const size_t b = h - h0;
+        update(a, q[t] + h * Dh, a->k + h * Dh, a->v + h * Dh, idx, cnt, &m[t * HB + b], &l[t * HB + b],
+               obuf + (t * HB + b) * Dp);
+      }
+    }
+    for (size_t h = h0; h < h1; h++) {
+      const size_t b = h - h0;
+      const float *o = obuf + (t * HB + b) * Dp;
+      float *out = a->out + i * a->outStride + h * Dh;
+      if (l[t * HB + b] > 0.0f) {
+        const float inv = 1.0f / l[t * HB + b];
+        for (size_t d = 0; d < Dh; d++) out[d] = o[d] * inv;
+        a->lse[i * a->nHeads + h] = m[t * HB + b] + logf(l[t * HB + b]);
+      } else {
+        memset(out, 0, Dh * sizeof(float));
+        a->lse[i * a->nHeads + h] = -INFINITY;
+      }
     }
   }
 }
@@ -241,11 +278,12 @@ static void fwd_task(void *p, int tid, int nt) {
     else t1 = mid;
   }
   const size_t Dp = (a->headDim + 15) / 16 * 16;
-  float *obuf = aligned_alloc(64, QG * Dp * sizeof(float) + 64);
+  float *obuf = aligned_alloc(64, QG * j->hb * Dp * sizeof(float) + 2 * QG * j->hb * sizeof(float) + 64);
   if (!obuf) abort();
+  float *ml = obuf + QG * j->hb * Dp;
   for (; t < items && j->pos[t] < hi; t++) {
-    const size_t g = t / H;
-    attend_group(a, j->order + j->gstart[g], j->gstart[g + 1] - j->gstart[g], t % H, obuf, Dp);
+    const size_t g = t / j->nhb, h0 = t % j->nhb * j->hb, h1 = h0 + j->hb < H ? h0 + j->hb : H;
+    attend_item(a, j->order + j->gstart[g], j->gstart[g + 1] - j->gstart[g], h0, h1, obuf, Dp, ml);
   }
   free(obuf);
 }
@@ -294,7 +332,14 @@ void kf_attention(const kf_attn_args *a) {
     i = e;
   }
   gstart[groups] = nq;
-  const size_t items = groups * H;
+  // Head blocks: all heads in one item unless there are too few groups to keep the threads balanced.
+  const size_t want = 4 * (size_t)KF_THREADS;
+  size_t nhb = groups >= want ? 1 : (want + groups - 1) / (groups ? groups : 1);
+  if (nhb > H) nhb = H;
+  if (nhb < 1) nhb = 1;
+  const size_t hb = (H + nhb - 1) / nhb;
+  nhb = (H + hb - 1) / hb;
+  const size_t items = groups * nhb;
   int64_t *pos = malloc((items + 1) * sizeof(int64_t));
   if (!pos) abort();
   int64_t all = 0;
@@ -308,9 +353,12 @@ void kf_attention(const kf_attn_args *a) {
       all += c;
       cost += c + 1;
     }
-    for (size_t h = 0; h < H; h++) pos[g * H + h + 1] = pos[g * H + h] + cost;
+    for (size_t b = 0; b < nhb; b++) {
+      const size_t heads = (b + 1) * hb < H ? hb : H - b * hb;
+      pos[g * nhb + b + 1] = pos[g * nhb + b] + cost * (int64_t)heads;
+    }
   }
-  fwd_job j = {a, pos, order, gstart, items};
+  fwd_job j = {a, pos, order, gstart, items, nhb, hb};
   double work = (double)all * (double)H * (double)a->headDim;
   kf_parallel(fwd_task, &j, work >= 65536 && items > 1 ? KF_THREADS : 1);
   free(pos);
@@ -363,8 +411,8 @@ static void backward_head_chunks(const bwd_job *j, size_t h, float *scratch) {
       const __mmask16 km = j->ent_mask[e];
       const float *q = a->q + i * a->qStride + h * Dh;
       const float *go = a->dout + i * a->outStride + h * Dh;
-      const __m512 s = _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, CH, Dh, 0), _mm512_set1_ps(a->scale));
-      const __m512 dp = chunk_dots(go, vb, a->vStride, idx, CH, Dh, 0);
+      const __m512 s = _mm512_mul_ps(chunk_dots(q, kb, a->kStride, idx, CH, Dh), _mm512_set1_ps(a->scale));
+      const __m512 dp = chunk_dots(go, vb, a->vStride, idx, CH, Dh);
       const __m512 p = _mm512_maskz_mov_ps(km, kf_exp512(_mm512_sub_ps(s, _mm512_set1_ps(lse))));
       const __m512 ds = _mm512_mul_ps(_mm512_mul_ps(p, _mm512_sub_ps(dp, _mm512_set1_ps(Dq[i]))),
                                       _mm512_set1_ps(a->scale));
