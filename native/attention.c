@@ -161,8 +161,8 @@ static inline void prefetch_chunk(const kf_attn_args *a, size_t h, const int32_t
     const char *kp = (const char *)(kb + (size_t)idx[c] * a->kStride);
     const char *vp = (const char *)(vb + (size_t)idx[c] * a->vStride);
     for (size_t d = 0; d < Dh * sizeof(float); d += 64) {
-      _mm_prefetch(kp + d, _MM_HINT_T0);
-      _mm_prefetch(vp + d, _MM_HINT_T0);
+      __builtin_prefetch(kp + d, 0, 3); // prefetcht0; the builtin also compiles where no x86 intrinsics exist
+      __builtin_prefetch(vp + d, 0, 3);
     }
   }
 }

@@ -63,8 +63,8 @@ export class NoiseStream {
   }
 
   take(n: number): number[] {
-    const out = new Array<number>(n);
-    for (let i = 0; i < n; i++) out[i] = this.next();
+    const out = this.peek(n);
+    this.position += n;
     return out;
   }
 }
