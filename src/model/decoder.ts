@@ -150,34 +150,28 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
       if (opts.tau !== undefined && (!Array.isArray(opts.tau) || opts.tau.length !== S)) {
         throw new Error(`${fn}: tau must have one value per sequence (${S})`);
       }
+      // Row i of `rows` (named `name`) into the flat uniforms and taus; returns its length.
+      const flatten = (name: string, rows: number[][], i: number, tau: number, u: number[], taus: number[]): number => {
+        const row = rows[i];
+        if (!Array.isArray(row) && !ArrayBuffer.isView(row)) throw new Error(`${fn}: ${name}[${i}] must be an array of uniforms`);
+        for (let j = 0; j < row.length; j++) {
+          u.push(checkUnit(fn, `${name}[${i}][${j}]`, row[j]));
+          taus.push(tau);
+        }
+        return row.length;
+      };
+      const ahead = opts.noiseAhead;
+      if (ahead !== undefined && (!Array.isArray(ahead) || ahead.length !== S)) {
+        throw new Error(`${fn}: noiseAhead must hold one array of uniforms per sequence (${S}); got ${Array.isArray(ahead) ? ahead.length + ' rows' : typeof ahead}`);
+      }
       for (let i = 0; i < S; i++) {
-        const row = noise[i];
-        if (!Array.isArray(row) && !ArrayBuffer.isView(row)) throw new Error(`${fn}: noise[${i}] must be an array of uniforms`);
-        checkK(fn, `noise[${i}]`, row.length, m.config.maxK);
-        ks[i] = row.length;
         const tau = opts.tau ? opts.tau[i] : 1;
         if (typeof tau !== 'number' || !Number.isFinite(tau) || !(tau > 0)) {
           throw new Error(`${fn}: tau[${i}] = ${String(tau)} is not a finite temperature > 0`);
         }
-        for (let j = 0; j < row.length; j++) {
-          noiseFlat.push(checkUnit(fn, `noise[${i}][${j}]`, row[j]));
-          tauFlat.push(tau);
-        }
-      }
-      const ahead = opts.noiseAhead;
-      if (ahead !== undefined) {
-        if (!Array.isArray(ahead) || ahead.length !== S) {
-          throw new Error(`${fn}: noiseAhead must hold one array of uniforms per sequence (${S}); got ${Array.isArray(ahead) ? ahead.length + ' rows' : typeof ahead}`);
-        }
-        for (let i = 0; i < S; i++) {
-          const row = ahead[i];
-          if (!Array.isArray(row) && !ArrayBuffer.isView(row)) throw new Error(`${fn}: noiseAhead[${i}] must be an array of uniforms`);
-          const tau = opts.tau ? opts.tau[i] : 1;
-          for (let j = 0; j < row.length; j++) {
-            aheadU.push(checkUnit(fn, `noiseAhead[${i}][${j}]`, row[j]));
-            aheadTau.push(tau);
-          }
-        }
+        ks[i] = flatten('noise', noise, i, tau, noiseFlat, tauFlat);
+        checkK(fn, `noise[${i}]`, ks[i], m.config.maxK);
+        if (ahead) flatten('noiseAhead', ahead, i, tau, aheadU, aheadTau);
       }
     }
     // Pages for the new context rows and the transient noise rows, before any row index is taken (a compaction
