@@ -65,8 +65,6 @@ interface Active {
   index: number;
   id: SeqId;
   noise: NoiseStream;
-  /** Noise position after the sequence's last token (start + budget). */
-  noiseEnd: number;
   counts: TokenCounts;
   out: number[];
   steps: number;
@@ -142,7 +140,6 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
           index,
           id: decoder.open(prompts[index]),
           noise: new NoiseStream(o.seed, streamIds[index], noiseStart[index]),
-          noiseEnd: noiseStart[index] + opts.maxNewTokens,
           counts: new TokenCounts(V),
           out: [],
           steps: 0,
@@ -156,7 +153,7 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
         // The last step of a sequence keeps only the slots it still needs; the uniforms stay aligned to positions.
         noise = active.map((a) => a.noise.take(Math.min(o.k, opts.maxNewTokens - a.out.length)));
         const ahead = opts.encodeAhead === false ? undefined
-          : noiseAhead(active.map((a) => a.noise), active.map((a) => a.noiseEnd), o.k);
+          : noiseAhead(active.map((a) => a.noise), active.map((a) => noiseStart[a.index] + opts.maxNewTokens), o.k);
         outs = step(ids, { noise, tau: active.map(() => o.tau), noiseAhead: ahead });
       } else {
         outs = step(ids);
