@@ -125,6 +125,18 @@ static int overlaps(const float *a, size_t na, const float *b, size_t nb) {
   return a && b && na && nb && a < b + nb && b < a + na;
 }
 
+// The whole ArrayBuffer behind a typed array (weights and caches are views into larger buffers); 0 if unavailable.
+static int backing_store(napi_env env, napi_value arr, void **p, size_t *bytes) {
+  napi_typedarray_type type;
+  size_t length, off;
+  void *data;
+  napi_value ab;
+  *p = NULL;
+  *bytes = 0;
+  return napi_get_typedarray_info(env, arr, &type, &length, &data, &ab, &off) == napi_ok &&
+         napi_get_arraybuffer_info(env, ab, p, bytes) == napi_ok && *p;
+}
+
 // linear(out, x, w, bias|null, M, K, N)
 static napi_value js_linear(napi_env env, napi_callback_info info) {
   call c;
@@ -136,6 +148,13 @@ static napi_value js_linear(napi_env env, napi_callback_info info) {
   if (overlaps(out, M * N, x, M * K) || overlaps(out, M * N, w, N * K) || overlaps(out, M * N, bias, N)) {
     failf(&c, "out must not overlap x, w or bias");
     return NULL;
+  }
+  if (N * K * sizeof(float) >= ((size_t)2 << 20)) {
+    // Weights usually sit in one flat parameter buffer: collapse its whole backing store, once (a matrix's own
+    // interior misses the 2 MB pages that straddle its ends: most of a 768 x 768 matrix).
+    void *p;
+    size_t bytes;
+    if (backing_store(env, c.argv[2], &p, &bytes)) kf_huge_collapse(p, bytes);
   }
   kf_linear(out, x, w, bias, M, K, N);
   return undef(env);
@@ -646,6 +665,19 @@ static napi_value js_fma_peak(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// adviseHuge(buf): transparent huge pages for the backing store of a freshly allocated typed array
+static napi_value js_advise_huge(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "adviseHuge", 1)) return NULL;
+  size_t n;
+  typed(&c, 0, "buf", napi_float32_array, "Float32Array", &n, 0);
+  if (c.failed) return NULL;
+  void *p;
+  size_t bytes;
+  if (backing_store(env, c.argv[0], &p, &bytes)) kf_huge_advise(p, bytes);
+  return undef(env);
+}
+
 // misalignment(buf) -> byte address of buf[0] modulo 64
 static napi_value js_misalignment(napi_env env, napi_callback_info info) {
   call c;
@@ -686,7 +718,7 @@ NAPI_MODULE_INIT() {
     const char *name;
     napi_callback fn;
   } fns[] = {
-    {"linear", js_linear}, {"blasLinear", js_blas_linear}, {"gemm", js_gemm}, {"layerNorm", js_layernorm},
+    {"linear", js_linear}, {"adviseHuge", js_advise_huge}, {"blasLinear", js_blas_linear}, {"gemm", js_gemm}, {"layerNorm", js_layernorm},
     {"layerNormBackward", js_layernorm_backward}, {"gelu", js_gelu}, {"geluBackward", js_gelu_backward},
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},

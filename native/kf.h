@@ -18,6 +18,11 @@ void kf_parallel(kf_task_fn fn, void *arg, int want_threads);
 void kf_linear(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N);
 // Sets a tuning knob of kf_linear by name (pf_bytes, block_few, block_many, kc, mb, stream); 0 if unknown.
 int kf_linear_knob(const char *name, long value);
+// Transparent huge pages for the 2 MB-aligned interior of [p, p + bytes) (linear.c; no-ops while the `huge` knob is
+// 0). collapse: for memory already written (weights), once per allocation; advise: for a fresh allocation, before
+// its first touch.
+void kf_huge_collapse(const void *p, size_t bytes);
+void kf_huge_advise(const void *p, size_t bytes);
 
 // ---- gemm (gemm.c) -------------------------------------------------------------------------------------------
 void kf_gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *a, const float *b,

@@ -551,9 +551,10 @@ static void lin_task(void *p, int tid, int nt) {
 }
 
 // Weight streams cross a 4 KB page every 64 cache lines: the hardware prefetchers stop at each boundary and every
-// page costs a TLB walk. Weights live in plain JS ArrayBuffers (4 KB pages), so the first time a large weight matrix
-// comes through here its 2 MB-aligned interior is collapsed into transparent huge pages (contents unchanged; a
-// no-op where the kernel lacks MADV_COLLAPSE or THP is off). Matrices already seen are remembered by address.
+// page costs a TLB walk. Weights live in plain JS ArrayBuffers (4 KB pages unless advised), so the first time a large
+// weight matrix comes through here the 2 MB-aligned interior of its allocation is collapsed into transparent huge
+// pages (contents unchanged; a no-op where the kernel lacks MADV_COLLAPSE or THP is off). Allocations already seen
+// are remembered by address. Both entry points do nothing while the `huge` knob is 0.
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
@@ -562,10 +563,19 @@ static pthread_mutex_t huge_mu = PTHREAD_MUTEX_INITIALIZER;
 static uintptr_t huge_seen[HUGE_SEEN];
 static size_t huge_count;
 
-static void advise_huge(const void *p, size_t bytes) {
+// The 2 MB-aligned interior [*a, *e) of [p, p + bytes); 0 if empty or huge pages are off.
+static int huge_interior(const void *p, size_t bytes, uintptr_t *a, uintptr_t *e) {
+  if (!knobs_read) read_knobs();
+  const uintptr_t H = (uintptr_t)2 << 20;
+  *a = ((uintptr_t)p + H - 1) & ~(H - 1);
+  *e = ((uintptr_t)p + bytes) & ~(H - 1);
+  return knob_huge && *e > *a;
+}
+
+void kf_huge_collapse(const void *p, size_t bytes) {
 #ifdef __linux__
-  const uintptr_t H = (uintptr_t)2 << 20, a = ((uintptr_t)p + H - 1) & ~(H - 1), e = ((uintptr_t)p + bytes) & ~(H - 1);
-  if (e <= a || pthread_mutex_trylock(&huge_mu) != 0) return;
+  uintptr_t a, e;
+  if (!huge_interior(p, bytes, &a, &e) || pthread_mutex_trylock(&huge_mu) != 0) return;
   size_t i = (size_t)((a >> 21) * 0x9E3779B97F4A7C15ull >> 54) % HUGE_SEEN;
   while (huge_seen[i] && huge_seen[i] != a) i = (i + 1) % HUGE_SEEN;
   if (!huge_seen[i] && huge_count < HUGE_SEEN / 2) {
@@ -581,6 +591,16 @@ static void advise_huge(const void *p, size_t bytes) {
 #endif
 }
 
+void kf_huge_advise(const void *p, size_t bytes) {
+#ifdef __linux__
+  uintptr_t a, e;
+  if (huge_interior(p, bytes, &a, &e)) madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 void kf_linear(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N) {
   if (!knobs_read) read_knobs();
   if (M == 0 || N == 0) return;
@@ -589,7 +609,7 @@ void kf_linear(float *out, const float *x, const float *w, const float *bias, si
       for (size_t n = 0; n < N; n++) out[m * N + n] = bias ? 0.0f + bias[n] : 0.0f;
     return;
   }
-  if (knob_huge && N * K * sizeof(float) >= ((size_t)2 << 20)) advise_huge(w, N * K * sizeof(float));
+  if (N * K * sizeof(float) >= ((size_t)2 << 20)) kf_huge_collapse(w, N * K * sizeof(float));
   lin_job j;
   j.out = out; j.x = x; j.w = w; j.bias = bias; j.M = M; j.K = K; j.N = N;
   const double flops = 2.0 * (double)M * (double)K * (double)N;

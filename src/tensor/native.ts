@@ -46,6 +46,7 @@ interface Addon {
   readBandwidth(buf: Float32Array, reps: number): number;
   fmaPeak(ms: number): number;
   misalignment(buf: Float32Array): number;
+  adviseHuge(buf: Float32Array): void;
   info(): { blas: string; threads: number; avx512: boolean };
 }
 
@@ -242,12 +243,18 @@ export function cacheLineOffset(a: Float32Array): number | null {
   return addon ? addon.misalignment(a) : null;
 }
 
+/** Allocations of at least this many bytes are backed by transparent huge pages where the OS allows: weights and KV
+ * caches are streamed, and 4 KB pages stop the hardware prefetchers at every page and cost a TLB walk each. */
+const HUGE_ALLOC_BYTES = 4 << 20;
+
 /** A zeroed Float32Array of n elements whose first element sits on a 64-byte (cache line) boundary, so that
- * AVX-512 loads of its rows do not split lines. Falls back to a plain array when the addon is unavailable. */
+ * AVX-512 loads of its rows do not split lines (large ones on huge pages, see HUGE_ALLOC_BYTES). Falls back to a plain
+ * array when the addon is unavailable. */
 export function alignedFloat32(n: number): Float32Array {
   const { addon } = loadAddon();
   if (!addon) return new Float32Array(n);
   const raw = new Float32Array(n + 16);
+  if (raw.byteLength >= HUGE_ALLOC_BYTES) addon.adviseHuge(raw);
   const skew = addon.misalignment(raw);
   const off = skew === 0 ? 0 : (64 - skew) / 4;
   if (!Number.isInteger(off)) return new Float32Array(n); // not even 4-byte aligned: nothing sensible to do

@@ -61,6 +61,9 @@ test('attention: a query alone (as in cached decoding) gives the bits it gets in
     // shared-load paths for 4, 3 and 2 queries over the common chunks.
     { mask: maskOf(Array.from({ length: 11 }, (_, i) => [[0, 40 + i]] as Array<[number, number]>)), nq: 11, H: 2, Dh: 24 },
     { mask: maskOf(Array.from({ length: 10 }, (_, i) => [[0, 50 - i]] as Array<[number, number]>)), nq: 10, H: 2, Dh: 64 },
+    // Head dim 64 takes the batched chunk update: its PV runs queries in fours, then the 3, 2 or 1 left over.
+    { mask: maskOf(Array.from({ length: 11 }, (_, i) => [[0, 40 + i]] as Array<[number, number]>)), nq: 11, H: 3, Dh: 64 },
+    { mask: maskOf(Array.from({ length: 5 }, (_, i) => [[1, 37 + i]] as Array<[number, number]>)), nq: 5, H: 1, Dh: 64 },
   ]) {
     const W = H * Dh, nk = 60;
     const q = rand32(rng, nq * W), k = rand32(rng, nk * W), v = rand32(rng, nk * W);
@@ -84,6 +87,28 @@ test('attention: a query alone (as in cached decoding) gives the bits it gets in
         assert.ok(sameBits(o2, o1), `query ${i}: split ranges change the output`);
       }
     }
+  }
+});
+
+test('attention: a query whose scores are all -Infinity leaves its group unchanged and gets a zero output', { skip }, () => {
+  // Head dim 64, 6 queries sharing 40 keys: the batched chunk update skips query 2 (nothing finite to weight) and
+  // packs the others; each must still get the bits it gets alone.
+  const rng = new Rng(5);
+  const H = 1, Dh = 64, nq = 6, nk = 48;
+  const mask = maskOf(Array.from({ length: nq }, (_, i) => [[0, 40 + i]] as Array<[number, number]>));
+  const q = rand32(rng, nq * Dh), k = rand32(rng, nk * Dh).map((x) => Math.abs(x) + 0.1), v = rand32(rng, nk * Dh);
+  q.fill(-Infinity, 2 * Dh, 3 * Dh);
+  const out = new Float32Array(nq * Dh), lse = new Float32Array(nq * H);
+  const common = { nHeads: H, headDim: Dh, kStride: Dh, vStride: Dh, k, v, scale: 0.125 };
+  nat().attention({ ...common, nq, q, qStride: Dh, out, outStride: Dh, lse, mask });
+  assert.ok(out.subarray(2 * Dh, 3 * Dh).every((x) => x === 0), 'skipped query: zero output');
+  assert.equal(lse[2], -Infinity);
+  for (let i = 0; i < nq; i++) {
+    const o1 = new Float32Array(Dh), l1 = new Float32Array(H);
+    nat().attention({ ...common, nq: 1, q: q.subarray(i * Dh, (i + 1) * Dh), qStride: Dh, out: o1, outStride: Dh,
+      lse: l1, mask: maskOf([[[0, 40 + i]]]) });
+    assert.ok(sameBits(o1, out.subarray(i * Dh, (i + 1) * Dh)), `query ${i}: output differs`);
+    assert.ok(sameBits(l1, lse.subarray(i, i + 1)), `query ${i}: lse differs`);
   }
 });
 
