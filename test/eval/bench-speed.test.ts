@@ -13,12 +13,17 @@ const cfg: ModelConfig = { vocabSize: 40, hiddenSize: 16, nHeads: 2, nBlocks: 1,
 
 test('runSpeedBench: every (batch, k) measured, AR speedup 1, predictions from the given rates', () => {
   const { ar, pflm } = randomModels(cfg, 1);
+  // One reading per batch size; the roofline takes the best bandwidth and the best GEMM rate among them.
+  const readings = [{ bandwidth: 10e9, flops: 30e9 }, { bandwidth: 6e9, flops: 50e9 }];
   const rates = { bandwidth: 10e9, flops: 50e9 };
   let calls = 0;
   const r = runSpeedBench({ ar: ar.decoder(), pflm: pflm.decoder(), description: 'test' }, {
-    batches: [1, 3], newTokens: 7, measureRates: () => { calls++; return rates; },
+    batches: [1, 3], newTokens: 7, measureRates: () => readings[calls++],
   });
-  assert.equal(calls, 1);
+  assert.equal(calls, 2);
+  assert.deepEqual(r.rates, rates);
+  assert.deepEqual(r.rateSamples, readings);
+  assert.ok(speedMarkdown(r).includes('best of 2 reading(s)'));
   assert.deepEqual(r.results.map((x) => `${x.batch}/${x.k}`), ['1/0', '1/1', '1/2', '1/3', '3/0', '3/1', '3/2', '3/3']);
   for (const x of r.results) {
     assert.ok(x.tokensPerSecond > 0 && Number.isFinite(x.tokensPerSecond));
