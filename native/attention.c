@@ -156,94 +156,127 @@ static inline void prefetch_chunk(const kf_attn_args *a, size_t h, const int32_t
 #define QG 8
 
 #ifdef __AVX512F__
-// PV for NB (<= 4) queries of one full chunk at head dim 64: every V row is loaded once for all of them, and the
-// NB x 4 accumulator chains are independent (one query's update is a 16-long FMA chain per 16 dims, latency-bound
-// alone). Per query the operations are chunk_update_dh's: o * alpha, then e[c] * v[c] added for c ascending.
-KF_INLINE void group_pv64(const int NB, float *const *o, const float *alpha, const float (*ev)[CH],
-                          const float *const *vp) {
+// A unit of the batched chunk update at head dim 64: one (query, head) pair. q is the query's head slice, k and v the
+// head's base in the cache (a->k + h * Dh), m/l/o its online-softmax state; while it works, it prefetches keys
+// nidx[pf0..pf1) of the next chunk for head pfh.
+typedef struct {
+  const float *q, *k, *v;
+  float *m, *l, *o;
+  size_t pfh;
+  int pf0, pf1;
+} unit64;
+
+// PV for NB (<= 4) units of one full chunk: the NB x 4 accumulator chains are independent (one unit's update is a
+// 16-long FMA chain per 16 dims, latency-bound alone); SHARED_V (all units of one head): every V row is loaded once
+// for all of them. Per unit the operations are chunk_update_dh's: o * alpha, then e[c] * v[c] added for c ascending.
+KF_INLINE void units_pv64(const int NB, const int SHARED_V, const unit64 *const *u, const float *alpha,
+                          const float (*ev)[CH], const size_t *voff) {
   __m512 acc[4][4];
 #pragma GCC unroll 4
   for (int j = 0; j < NB; j++)
 #pragma GCC unroll 4
-    for (int d = 0; d < 4; d++) acc[j][d] = _mm512_mul_ps(_mm512_loadu_ps(o[j] + 16 * d), _mm512_set1_ps(alpha[j]));
+    for (int d = 0; d < 4; d++) acc[j][d] = _mm512_mul_ps(_mm512_loadu_ps(u[j]->o + 16 * d), _mm512_set1_ps(alpha[j]));
   for (int c = 0; c < CH; c++) {
     __m512 v[4];
+    if (SHARED_V) {
 #pragma GCC unroll 4
-    for (int d = 0; d < 4; d++) v[d] = _mm512_loadu_ps(vp[c] + 16 * d);
+      for (int d = 0; d < 4; d++) v[d] = _mm512_loadu_ps(u[0]->v + voff[c] + 16 * d);
+    }
 #pragma GCC unroll 4
     for (int j = 0; j < NB; j++) {
       const __m512 e = _mm512_set1_ps(ev[j][c]);
 #pragma GCC unroll 4
-      for (int d = 0; d < 4; d++) acc[j][d] = _mm512_fmadd_ps(e, v[d], acc[j][d]);
+      for (int d = 0; d < 4; d++)
+        acc[j][d] = _mm512_fmadd_ps(e, SHARED_V ? v[d] : _mm512_loadu_ps(u[j]->v + voff[c] + 16 * d), acc[j][d]);
     }
   }
 #pragma GCC unroll 4
   for (int j = 0; j < NB; j++)
 #pragma GCC unroll 4
-    for (int d = 0; d < 4; d++) _mm512_storeu_ps(o[j] + 16 * d, acc[j][d]);
+    for (int d = 0; d < 4; d++) _mm512_storeu_ps(u[j]->o + 16 * d, acc[j][d]);
 }
 
-// One full chunk (CH keys idx[]) of one head (head dim 64) folded into the states of n <= QG queries: q[t] is query
-// t's head slice, its state is m[t * sst], l[t * sst], o + t * ost. Bit-for-bit chunk_update_64 applied to each
-// query in turn; done as a batch so that the queries' latency chains (dots -> max -> exp -> sum -> PV) overlap
-// (8 queries over 1000 hot keys: 0.29 -> 0.17 ms per layer, runs/attn-bench.ts). It also prefetches the next chunk
-// (keys nidx[0..ncnt), head ph) a few keys per query: issued in one burst, its 128 prefetches would hold up the loads
-// behind them (8 queries over 1000 cold keys, 12 layers: 3.45 -> 3.0 ms).
-static void group_update64(const kf_attn_args *a, const float *const *q, size_t n, const float *kb, const float *vb,
-                           const int32_t *idx, float *m, float *l, size_t sst, float *o, size_t ost, size_t ph,
-                           const int32_t *nidx, int ncnt) {
-  const float *kp[CH], *vp[CH];
-  for (int c = 0; c < CH; c++) {
-    kp[c] = kb + (size_t)idx[c] * a->kStride;
-    vp[c] = vb + (size_t)idx[c] * a->vStride;
+#define UMAX 8 // units per batched update
+// KFORCE_ATTENTION_UNITS=0 turns the batched update off (every unit through chunk_update_64 alone): the tests compare
+// the two bit for bit.
+static int units_on = -1;
+static int units_enabled(void) {
+  if (units_on < 0) {
+    const char *e = getenv("KFORCE_ATTENTION_UNITS");
+    units_on = !(e && !strcmp(e, "0"));
   }
-  // In phases over all the queries (dots, max, exp, sums), not query by query: each phase's per-query chains are
-  // independent, so they overlap instead of one query's dots -> max -> exp -> sum chain waiting on the last.
-  __m512 sc[QG];
+  return units_on;
+}
+_Static_assert(QG <= UMAX, "a query group must fit one batched update");
+
+// One full chunk (CH keys idx[]) folded into n <= UMAX units: bit-for-bit chunk_update_64 applied to each unit in
+// turn, done in phases over all of them (dots, max, exp, sums, PV) so that their latency chains overlap instead of
+// each unit's dots -> max -> exp -> sum -> PV chain waiting on the previous one. Units are either the queries of a
+// group at one head (shared_v) or one query's heads. 8 queries over 1000 hot keys: 0.29 -> 0.17 ms per layer
+// (runs/attn-bench.ts). The next chunk's prefetches are issued unit by unit: in one burst, 128 prefetches hold up
+// the loads behind them (8 queries over 1000 cold keys, 12 layers: 3.45 -> 3.0 ms).
+static void units_update64(const kf_attn_args *a, const unit64 *u, size_t n, int shared_v, const int32_t *idx,
+                           const int32_t *nidx) {
+  size_t koff[CH], voff[CH];
+  for (int c = 0; c < CH; c++) {
+    koff[c] = (size_t)idx[c] * a->kStride;
+    voff[c] = (size_t)idx[c] * a->vStride;
+  }
+  __m512 sc[UMAX];
   for (size_t t = 0; t < n; t++) {
-    prefetch_rows(a, ph, nidx, (int)((size_t)ncnt * t / n), (int)((size_t)ncnt * (t + 1) / n));
+    prefetch_rows(a, u[t].pfh, nidx, u[t].pf0, u[t].pf1);
     __m512 acc[CH];
 #pragma GCC unroll 16
     for (int c = 0; c < CH; c++) acc[c] = _mm512_setzero_ps();
 #pragma GCC unroll 4
     for (size_t d = 0; d < 64; d += 16) {
-      const __m512 qv = _mm512_loadu_ps(q[t] + d);
+      const __m512 qv = _mm512_loadu_ps(u[t].q + d);
 #pragma GCC unroll 16
-      for (int c = 0; c < CH; c++) acc[c] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(kp[c] + d), acc[c]);
+      for (int c = 0; c < CH; c++) acc[c] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(u[t].k + koff[c] + d), acc[c]);
     }
     sc[t] = _mm512_mul_ps(kf_reduce16(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8], acc[9],
                                       acc[10], acc[11], acc[12], acc[13], acc[14], acc[15]),
                           _mm512_set1_ps(a->scale));
   }
-  float mc[QG], alpha[QG];
+  float mc[UMAX], alpha[UMAX];
   for (size_t t = 0; t < n; t++) {
-    const float mt = m[t * sst], smax = _mm512_reduce_max_ps(sc[t]);
+    const float mt = *u[t].m, smax = _mm512_reduce_max_ps(sc[t]);
     mc[t] = smax > mt ? smax : mt;
   }
-  float ev[QG][CH];
+  float ev[UMAX][CH];
   for (size_t t = 0; t < n; t++) _mm512_storeu_ps(ev[t], kf_exp512(_mm512_sub_ps(sc[t], _mm512_set1_ps(mc[t]))));
-  for (size_t t = 0; t < n; t++) alpha[t] = m[t * sst] == -INFINITY ? 0.0f : expf(m[t * sst] - mc[t]);
-  // Queries with nothing finite so far are left untouched (chunk_update_dh returns early for them); the others are
-  // packed to the front (in place: an active query's slot never lies behind its packed one).
-  float *op[QG];
+  for (size_t t = 0; t < n; t++) alpha[t] = *u[t].m == -INFINITY ? 0.0f : expf(*u[t].m - mc[t]);
+  // Units with nothing finite so far are left untouched (chunk_update_dh returns early for them); the others are
+  // packed to the front (in place: an active unit's slot never lies behind its packed one).
+  const unit64 *act[UMAX];
   size_t na = 0;
   for (size_t t = 0; t < n; t++) {
     if (mc[t] == -INFINITY) continue;
-    l[t * sst] = l[t * sst] * alpha[t] + _mm512_reduce_add_ps(_mm512_loadu_ps(ev[t]));
-    m[t * sst] = mc[t];
+    *u[t].l = *u[t].l * alpha[t] + _mm512_reduce_add_ps(_mm512_loadu_ps(ev[t]));
+    *u[t].m = mc[t];
     if (na != t) {
       memcpy(ev[na], ev[t], sizeof ev[0]);
       alpha[na] = alpha[t];
     }
-    op[na++] = o + t * ost;
+    act[na++] = &u[t];
   }
   size_t j = 0;
-  for (; j + 4 <= na; j += 4) group_pv64(4, op + j, alpha + j, ev + j, vp);
-  switch (na - j) {
-  case 3: group_pv64(3, op + j, alpha + j, ev + j, vp); break;
-  case 2: group_pv64(2, op + j, alpha + j, ev + j, vp); break;
-  case 1: group_pv64(1, op + j, alpha + j, ev + j, vp); break;
-  default: break;
+  if (shared_v) {
+    for (; j + 4 <= na; j += 4) units_pv64(4, 1, act + j, alpha + j, ev + j, voff);
+    switch (na - j) {
+    case 3: units_pv64(3, 1, act + j, alpha + j, ev + j, voff); break;
+    case 2: units_pv64(2, 1, act + j, alpha + j, ev + j, voff); break;
+    case 1: units_pv64(1, 1, act + j, alpha + j, ev + j, voff); break;
+    default: break;
+    }
+  } else {
+    for (; j + 4 <= na; j += 4) units_pv64(4, 0, act + j, alpha + j, ev + j, voff);
+    switch (na - j) {
+    case 3: units_pv64(3, 0, act + j, alpha + j, ev + j, voff); break;
+    case 2: units_pv64(2, 0, act + j, alpha + j, ev + j, voff); break;
+    case 1: units_pv64(1, 0, act + j, alpha + j, ev + j, voff); break;
+    default: break;
+    }
   }
 }
 #endif
@@ -321,14 +354,16 @@ static void attend_item(const kf_attn_args *a, const int32_t *qs, size_t n, size
     keys_next(&lead, idx); // CH keys: the shared part is at least CH * shared long
     ncnt = keys_next(&ahead, nidx);
     for (size_t h = h0; h < h1; h++) {
-      if (Dh != 64) prefetch_chunk(a, h, nidx, ncnt);
+      if (Dh != 64 || !units_enabled()) prefetch_chunk(a, h, nidx, ncnt);
       const float *kb = a->k + h * Dh, *vb = a->v + h * Dh;
       const size_t b = h - h0;
 #ifdef __AVX512F__
-      if (Dh == 64) {
-        const float *qh[QG];
-        for (size_t t = 0; t < n; t++) qh[t] = q[t] + h * Dh;
-        group_update64(a, qh, n, kb, vb, idx, m + b, l + b, HB, obuf + b * Dp, HB * Dp, h, nidx, ncnt);
+      if (Dh == 64 && units_enabled()) { // n <= QG <= UMAX units
+        unit64 u[UMAX];
+        for (size_t t = 0; t < n; t++)
+          u[t] = (unit64){q[t] + h * Dh, kb, vb, &m[t * HB + b], &l[t * HB + b], obuf + (t * HB + b) * Dp, h,
+                          (int)((size_t)ncnt * t / n), (int)((size_t)ncnt * (t + 1) / n)};
+        units_update64(a, u, n, 1, idx, nidx);
         continue;
       }
 #endif
@@ -348,6 +383,21 @@ static void attend_item(const kf_attn_args *a, const int32_t *qs, size_t n, size
     int cnt;
     while ((cnt = keys_next(&it, idx)) > 0) {
       ncnt = keys_next(&nx, nidx);
+#ifdef __AVX512F__
+      if (Dh == 64 && cnt == CH && units_enabled()) { // the heads of the block as units, up to UMAX at a time
+        for (size_t hb0 = h0; hb0 < h1; hb0 += UMAX) {
+          const size_t nu = h1 - hb0 < UMAX ? h1 - hb0 : UMAX;
+          unit64 u[UMAX];
+          for (size_t x = 0; x < nu; x++) {
+            const size_t h = hb0 + x, b = h - h0;
+            u[x] = (unit64){q[t] + h * Dh, a->k + h * Dh, a->v + h * Dh, &m[t * HB + b], &l[t * HB + b],
+                            obuf + (t * HB + b) * Dp, h, 0, ncnt};
+          }
+          units_update64(a, u, nu, 0, idx, nidx);
+        }
+        continue;
+      }
+#endif
       for (size_t h = h0; h < h1; h++) {
         prefetch_chunk(a, h, nidx, ncnt);
         const size_t b = h - h0;

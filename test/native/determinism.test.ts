@@ -148,3 +148,38 @@ test('results do not depend on the number of threads', { skip }, () => {
   assert.match(one, /^[0-9a-f]{64}$/);
   assert.equal(one, two);
 });
+
+test('attention at head dim 64: the batched chunk update gives the bits of the one-unit-at-a-time update', { skip }, () => {
+  // KFORCE_ATTENTION_UNITS=0 sends every (query, head) through the single-unit chunk update. Covered: query groups of
+  // 8, 5 and 3 sharing chunks (PV in fours plus the rest), every query's own chunks over 12 heads (units of 8 + 4),
+  // partial chunks, a key list of two ranges.
+  const code = `
+    import { loadNativeBackend } from './src/tensor/native.ts';
+    import { Rng } from './src/tensor/rng.ts';
+    import { createHash } from 'node:crypto';
+    const b = loadNativeBackend().backend;
+    const rng = new Rng(8);
+    const r = (n) => Float32Array.from({ length: n }, () => rng.normal(0, 1));
+    const H = 12, Dh = 64, W = H * Dh, nk = 150;
+    const lists = [];
+    for (let i = 0; i < 13; i++) lists.push([[0, 100 + i]]);
+    for (let s = 0; s < 3; s++) lists.push([[1, 38 + 40 * s]]);
+    lists.push([[3, 70], [90, 140]]);
+    const T = lists.length, rowPtr = new Int32Array(T + 1), flat = [];
+    lists.forEach((l, i) => { for (const [s, e] of l) flat.push(s, e); rowPtr[i + 1] = rowPtr[i] + l.length; });
+    const q = r(T * W), k = r(nk * 2 * W), ao = new Float32Array(T * W), lse = new Float32Array(T * H);
+    b.attention({ nq: T, nHeads: H, headDim: Dh, q, qStride: W, k, kStride: 2 * W, v: k.subarray(W), vStride: 2 * W,
+      out: ao, outStride: W, lse, mask: { rowPtr, ranges: Int32Array.from(flat) }, scale: 0.125 });
+    const h = createHash('sha256');
+    for (const a of [ao, lse]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    process.stdout.write(h.digest('hex'));`;
+  const run = (units: string) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code],
+      { env: { ...process.env, KFORCE_ATTENTION_UNITS: units }, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  const batched = run('1');
+  assert.match(batched, /^[0-9a-f]{64}$/);
+  assert.equal(run('0'), batched);
+});
