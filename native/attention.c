@@ -196,6 +196,22 @@ KF_INLINE void units_pv64(const int NB, const int SHARED_V, const unit64 *const 
     for (int d = 0; d < 4; d++) _mm512_storeu_ps(u[j]->o + 16 * d, acc[j][d]);
 }
 
+// units_pv64 for nb (1-4) units, each shape compiled with its unit count and V sharing fixed.
+static void units_pv64_n(size_t nb, int shared_v, const unit64 *const *u, const float *alpha, const float (*ev)[CH],
+                         const size_t *voff) {
+  switch (nb * 2 + (shared_v != 0)) {
+  case 2: units_pv64(1, 0, u, alpha, ev, voff); break;
+  case 3: units_pv64(1, 1, u, alpha, ev, voff); break;
+  case 4: units_pv64(2, 0, u, alpha, ev, voff); break;
+  case 5: units_pv64(2, 1, u, alpha, ev, voff); break;
+  case 6: units_pv64(3, 0, u, alpha, ev, voff); break;
+  case 7: units_pv64(3, 1, u, alpha, ev, voff); break;
+  case 8: units_pv64(4, 0, u, alpha, ev, voff); break;
+  case 9: units_pv64(4, 1, u, alpha, ev, voff); break;
+  default: abort(); // nb outside 1-4
+  }
+}
+
 #define UMAX 8 // units per batched update
 // KFORCE_ATTENTION_UNITS=0 turns the batched update off (every unit through chunk_update_64 alone): the tests compare
 // the two bit for bit.
@@ -260,24 +276,8 @@ static void units_update64(const kf_attn_args *a, const unit64 *u, size_t n, int
     }
     act[na++] = &u[t];
   }
-  size_t j = 0;
-  if (shared_v) {
-    for (; j + 4 <= na; j += 4) units_pv64(4, 1, act + j, alpha + j, ev + j, voff);
-    switch (na - j) {
-    case 3: units_pv64(3, 1, act + j, alpha + j, ev + j, voff); break;
-    case 2: units_pv64(2, 1, act + j, alpha + j, ev + j, voff); break;
-    case 1: units_pv64(1, 1, act + j, alpha + j, ev + j, voff); break;
-    default: break;
-    }
-  } else {
-    for (; j + 4 <= na; j += 4) units_pv64(4, 0, act + j, alpha + j, ev + j, voff);
-    switch (na - j) {
-    case 3: units_pv64(3, 0, act + j, alpha + j, ev + j, voff); break;
-    case 2: units_pv64(2, 0, act + j, alpha + j, ev + j, voff); break;
-    case 1: units_pv64(1, 0, act + j, alpha + j, ev + j, voff); break;
-    default: break;
-    }
-  }
+  for (size_t j = 0; j < na; j += 4)
+    units_pv64_n(na - j < 4 ? na - j : 4, shared_v, act + j, alpha + j, ev + j, voff);
 }
 #endif
 
