@@ -52,7 +52,7 @@ static long knob_pf_rows = 3;      // grouped path: software prefetch only for g
 static long knob_hint0 = 0;        // grouped path, group 0 prefetch: 0 T0, 1 T1, 2 NTA
 static long knob_hint1 = 1;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA, 3 none
 static long knob_xbudget = 24;     // grouped path: KiB of L1 for one group's x chunk
-static long knob_huge = 1;         // back weight matrices of >= 2 MB with transparent huge pages (MADV_COLLAPSE)
+static long knob_huge = 0;         // 1: weights and large buffers on transparent huge pages (see kf_huge_collapse)
 static int knobs_read = 0;
 
 static const struct { const char *name; long *v; } knobs[] = {
@@ -550,11 +550,15 @@ static void lin_task(void *p, int tid, int nt) {
 #endif
 }
 
-// Weight streams cross a 4 KB page every 64 cache lines: the hardware prefetchers stop at each boundary and every
-// page costs a TLB walk. Weights live in plain JS ArrayBuffers (4 KB pages unless advised), so the first time a large
-// weight matrix comes through here the 2 MB-aligned interior of its allocation is collapsed into transparent huge
-// pages (contents unchanged; a no-op where the kernel lacks MADV_COLLAPSE or THP is off). Allocations already seen
-// are remembered by address. Both entry points do nothing while the `huge` knob is 0.
+// Transparent huge pages, off by default (knob `huge`, KFORCE_LIN_HUGE=1). Weight streams cross a 4 KB page every 64
+// cache lines, where the hardware prefetchers stop and a TLB walk is due, so with the knob on the first time a large
+// weight matrix comes through here the 2 MB-aligned interior of its whole allocation is collapsed into huge pages
+// (contents unchanged; a no-op where the kernel lacks MADV_COLLAPSE or THP is off; allocations already seen are
+// remembered by address), and alignedFloat32 advises large fresh buffers. On the development VM (2026-11-28) it was
+// slower, alternating on/off: decode at batch 1 (64 tokens) AR 12.9-15.4 vs 12.2-12.5 ms per token, PFLM k=4
+// 16.2-18.3 vs 16.3-17.3 ms per step; batch 4 AR 15.7-16.6 vs 14.6-14.8, PFLM 34.7-37.8 vs 33.0-34.4 ms per step;
+// the 8-row decode pass 13.6-14.5 vs 12.4-13.2 ms (docs/RESULTS.md, session 5). Both entry points do nothing while
+// the knob is 0.
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif

@@ -243,12 +243,12 @@ export function cacheLineOffset(a: Float32Array): number | null {
   return addon ? addon.misalignment(a) : null;
 }
 
-/** Allocations of at least this many bytes are backed by transparent huge pages where the OS allows: weights and KV
- * caches are streamed, and 4 KB pages stop the hardware prefetchers at every page and cost a TLB walk each. */
+/** Allocations of at least this many bytes are advised onto transparent huge pages when the native `huge` knob is on
+ * (KFORCE_LIN_HUGE=1; off by default: measured slower on the development host, see native/linear.c). */
 const HUGE_ALLOC_BYTES = 4 << 20;
 
 /** A zeroed Float32Array of n elements whose first element sits on a 64-byte (cache line) boundary, so that
- * AVX-512 loads of its rows do not split lines (large ones on huge pages, see HUGE_ALLOC_BYTES). Falls back to a plain
+ * AVX-512 loads of its rows do not split lines (large ones on huge pages if enabled, see HUGE_ALLOC_BYTES). Falls back to a plain
  * array when the addon is unavailable. */
 export function alignedFloat32(n: number): Float32Array {
   const { addon } = loadAddon();

@@ -112,13 +112,13 @@ test('attention: a query whose scores are all -Infinity leaves its group unchang
   }
 });
 
-test('results do not depend on the number of threads', { skip }, () => {
+test('results do not depend on the number of threads or on huge pages', { skip }, () => {
   // Same computation in a child process pinned to one pool thread (KFORCE_THREADS=1) and in this one.
   const code = `
-    import { loadNativeBackend } from './src/tensor/native.ts';
+    import { alignedFloat32, loadNativeBackend } from './src/tensor/native.ts';
     import { Rng } from './src/tensor/rng.ts';
     import { createHash } from 'node:crypto';
-        const b = loadNativeBackend().backend;
+    const b = loadNativeBackend().backend;
     const rng = new Rng(5);
     const r = (n) => Float32Array.from({ length: n }, () => rng.normal(0, 1));
     const M = 37, K = 200, N = 300;
@@ -133,8 +133,13 @@ test('results do not depend on the number of threads', { skip }, () => {
     const big = r(1 << 20);
     const g = new Float32Array(big.length);
     b.gelu(g, big, big.length, 'tanh');
+    // A weight matrix large enough (9 MB, in a 12 MB aligned buffer) for the huge-page path when it is switched on.
+    const wl = alignedFloat32(3 << 20);
+    wl.set(r(768 * 3072));
+    const xl = r(3 * 768), ol = new Float32Array(3 * 3072);
+    b.linear(ol, xl, wl.subarray(0, 768 * 3072), null, 3, 768, 3072);
     const h = createHash('sha256');
-    for (const a of [out, ao, lse, g]) h.update(new Uint8Array(a.buffer));
+    for (const a of [out, ao, lse, g, ol]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
     h.update(String(b.sumSquares(big)));
     process.stdout.write(h.digest('hex'));`;
   const run = (env: Record<string, string>) => {
@@ -147,6 +152,8 @@ test('results do not depend on the number of threads', { skip }, () => {
   const two = run({ KFORCE_THREADS: '2' });
   assert.match(one, /^[0-9a-f]{64}$/);
   assert.equal(one, two);
+  // Transparent huge pages (off by default) move memory, never values.
+  assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_HUGE: '1' }), one);
 });
 
 test('attention at head dim 64: the batched chunk update gives the bits of the one-unit-at-a-time update', { skip }, () => {
