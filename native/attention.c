@@ -155,6 +155,21 @@ static inline void prefetch_chunk(const kf_attn_args *a, size_t h, const int32_t
 
 #define QG 8
 
+// The batched chunk update below (AVX-512 only); KFORCE_ATTENTION_UNITS=0 turns it off (every (query, head) through
+// chunk_update_64 alone): the tests compare the two bit for bit.
+static int units_on = -1;
+static int units_enabled(void) {
+#ifdef __AVX512F__
+  if (units_on < 0) {
+    const char *e = getenv("KFORCE_ATTENTION_UNITS");
+    units_on = !(e && !strcmp(e, "0"));
+  }
+  return units_on;
+#else
+  return 0;
+#endif
+}
+
 #ifdef __AVX512F__
 // A unit of the batched chunk update at head dim 64: one (query, head) pair. q is the query's head slice, k and v the
 // head's base in the cache (a->k + h * Dh), m/l/o its online-softmax state; while it works, it prefetches keys
@@ -213,16 +228,6 @@ static void units_pv64_n(size_t nb, int shared_v, const unit64 *const *u, const 
 }
 
 #define UMAX 8 // units per batched update
-// KFORCE_ATTENTION_UNITS=0 turns the batched update off (every unit through chunk_update_64 alone): the tests compare
-// the two bit for bit.
-static int units_on = -1;
-static int units_enabled(void) {
-  if (units_on < 0) {
-    const char *e = getenv("KFORCE_ATTENTION_UNITS");
-    units_on = !(e && !strcmp(e, "0"));
-  }
-  return units_on;
-}
 _Static_assert(QG <= UMAX, "a query group must fit one batched update");
 
 // One full chunk (CH keys idx[]) folded into n <= UMAX units: bit-for-bit chunk_update_64 applied to each unit in

@@ -1,10 +1,11 @@
-// AVX-512 helpers shared by the hot kernels. Only included under __AVX512F__.
+// AVX-512 helpers shared by the hot kernels (defined only under __AVX512F__; KF_INLINE always).
 #ifndef KF_SIMD_H
 #define KF_SIMD_H
-#ifdef __AVX512F__
-#include <immintrin.h>
 
 #define KF_INLINE static inline __attribute__((always_inline))
+
+#ifdef __AVX512F__
+#include <immintrin.h>
 
 // One level of the fixed reduction tree applied to two accumulators at once. Every add pairs two lanes of the SAME
 // accumulator, so an accumulator's result never depends on its neighbours: a tile of 16 accumulators reduced
