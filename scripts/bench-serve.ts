@@ -363,10 +363,10 @@ async function main(): Promise<void> {
   };
   log(`bench-serve: ${a.clients.join('/')} clients, ${a.warmup} s warm-up + ${a.duration} s per level, prompts ${a.promptTokens} tokens, max_tokens ${a.maxTokens}, PFLM k = ${a.k}`);
   const specs = await modelSpecs(a);
-  // Measured here, before any server starts, so the servers' compute does not disturb it. A buffer smaller than
-  // 256 MiB is replaced by one that size, so the DRAM rate is what is measured, not a cache.
-  // Measured again after each model's servers stop; the roofline takes the best reading of the run (a limit of the
-  // machine, which other tenants of a shared host can only push down for a while).
+  // Machine rates are read while no server computes: before any starts and after each model's servers stop; the
+  // roofline takes the best reading of the run (a limit of the machine, which other tenants of a shared host can only
+  // push down for a while). A buffer smaller than 256 MiB is replaced by one that size, so the DRAM rate is what is
+  // measured, not a cache.
   const hidden = randomConfig(a.config, a.k).hiddenSize;
   const readings: MachineRates[] = [];
   const measure = (when: string): void => {
