@@ -137,11 +137,21 @@ static int backing_store(napi_env env, napi_value arr, void **p, size_t *bytes) 
          napi_get_arraybuffer_info(env, ab, p, bytes) == napi_ok && *p;
 }
 
-// linear(out, x, w, bias|null, M, K, N)
+// linear(out, x, w, bias|null, M, K, N[, activation]) with activation 'gelu_tanh' (or undefined/null: none)
 static napi_value js_linear(napi_env env, napi_callback_info info) {
   call c;
   if (!begin(&c, env, info, "linear", 7)) return NULL;
   size_t M = dim(&c, 4, "M"), K = dim(&c, 5, "K"), N = dim(&c, 6, "N");
+  int act = KF_ACT_NONE;
+  if (c.argc > 7 && !is_nullish(&c, 7)) {
+    char buf[16] = {0};
+    size_t n = 0;
+    if (napi_get_value_string_utf8(env, c.argv[7], buf, sizeof buf, &n) != napi_ok || strcmp(buf, "gelu_tanh") != 0) {
+      failf(&c, "activation must be 'gelu_tanh' or null");
+      return NULL;
+    }
+    act = KF_ACT_GELU_TANH;
+  }
   float *out = f32(&c, 0, "out", M * N, 0), *x = f32(&c, 1, "x", M * K, 0), *w = f32(&c, 2, "w", N * K, 0);
   float *bias = f32(&c, 3, "bias", N, 1);
   if (c.failed) return NULL;
@@ -156,7 +166,7 @@ static napi_value js_linear(napi_env env, napi_callback_info info) {
     size_t bytes;
     if (backing_store(env, c.argv[2], &p, &bytes)) kf_huge_collapse(p, bytes);
   }
-  kf_linear(out, x, w, bias, M, K, N);
+  kf_linear_act(out, x, w, bias, M, K, N, act);
   return undef(env);
 }
 

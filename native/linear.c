@@ -33,6 +33,7 @@ typedef struct {
   size_t nb;       // weight rows per block
   size_t nblocks;
   atomic_size_t next;
+  int act;         // KF_ACT_*: applied to each finished tile while it is hot (kf_linear_act)
 } lin_job;
 
 // Tuning knobs (kf_linear_knob; also read once from KFORCE_LIN_<NAME> environment variables).
@@ -91,6 +92,20 @@ int kf_linear_knob(const char *name, long value) {
 // Accumulator hand-over for K chunks: FIRST starts from zero (else loads acc), LAST reduces and stores the outputs
 // (else parks the accumulators in acc).
 enum { T_FIRST = 1, T_LAST = 2 };
+
+// The activation of finished outputs: rows [m, m + mr) x columns [n0, n1) of out, by the thread that just stored
+// them (a block's worth, so that they are still in its cache and the vectors are full). Lane-wise, so a value gets
+// the bits kf_gelu would give it.
+static void act_rows(const lin_job *j, size_t m, size_t mr, size_t n0, size_t n1) {
+  if (j->act != KF_ACT_GELU_TANH) return;
+  for (size_t i = 0; i < mr; i++) {
+    float *o = j->out + (m + i) * j->N;
+    for (size_t n = n0; n < n1; n += 16) {
+      const __mmask16 cm = kf_tail_mask(n1 - n);
+      _mm512_mask_storeu_ps(o + n, cm, kf_gelu_tanh512(_mm512_maskz_loadu_ps(cm, o + n)));
+    }
+  }
+}
 
 // One register tile: NR (<= 4) weight rows x MR (<= 4) x rows over k in [k0, k1); x and w point at row starts,
 // K is their row stride. PF: prefetch the weight stream pfd bytes ahead.
@@ -434,6 +449,7 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
         }
       }
     }
+    act_rows(j, m0, mr, n0, n1);
   }
 }
 
@@ -470,6 +486,7 @@ static void lin_range(const lin_job *j, size_t m0, size_t m1, size_t n0, size_t 
       t[nr - 1][mr - 1](x, j->w + n * K, j->bias ? j->bias + n : NULL, o + n, K, N, k0, k1, pfd, a, mode);
       if (a) a += 16;
     }
+    if (mode & T_LAST) act_rows(j, m, mr, n0, n1);
   }
 }
 
@@ -606,8 +623,24 @@ void kf_huge_advise(const void *p, size_t bytes) {
 }
 
 void kf_linear(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N) {
+  kf_linear_act(out, x, w, bias, M, K, N, KF_ACT_NONE);
+}
+
+void kf_linear_act(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N,
+                   int act) {
   if (!knobs_read) read_knobs();
   if (M == 0 || N == 0) return;
+#ifdef __AVX512F__
+  const int fused = K > 0;
+#else
+  const int fused = 0;
+#endif
+  if (act != KF_ACT_NONE && !fused) {
+    // No tile epilogue here (portable build, or no products at all): the same values through the separate pass.
+    kf_linear_act(out, x, w, bias, M, K, N, KF_ACT_NONE);
+    if (act == KF_ACT_GELU_TANH) kf_gelu(out, out, M * N, 0);
+    return;
+  }
   if (K == 0) {
     for (size_t m = 0; m < M; m++)
       for (size_t n = 0; n < N; n++) out[m * N + n] = bias ? 0.0f + bias[n] : 0.0f;
@@ -615,7 +648,7 @@ void kf_linear(float *out, const float *x, const float *w, const float *bias, si
   }
   if (N * K * sizeof(float) >= ((size_t)2 << 20)) kf_huge_collapse(w, N * K * sizeof(float));
   lin_job j;
-  j.out = out; j.x = x; j.w = w; j.bias = bias; j.M = M; j.K = K; j.N = N;
+  j.out = out; j.x = x; j.w = w; j.bias = bias; j.M = M; j.K = K; j.N = N; j.act = act;
   const double flops = 2.0 * (double)M * (double)K * (double)N;
 #ifdef __AVX512F__
   const size_t grp_max = knob_grp_max > 0 ? (size_t)knob_grp_max : 0;

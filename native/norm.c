@@ -175,6 +175,11 @@ static void gelu_range(const gelu_job *j, size_t i0, size_t i1) {
   for (; i < i1; i += 16) {
     __mmask16 m = kf_tail_mask(i1 - i);
     __m512 x = _mm512_maskz_loadu_ps(m, j->x + i);
+    if (!j->backward) {
+      _mm512_mask_storeu_ps(j->out + i, m, kf_gelu_tanh512(x));
+      continue;
+    }
+    // The backward repeats kf_gelu_tanh512's operations for s and reuses them for the derivative.
     __m512 x2 = _mm512_mul_ps(x, x);
     __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(a, x2), x, x));
     __m512 e = kf_exp512(_mm512_mul_ps(m2, u));
@@ -184,9 +189,7 @@ static void gelu_range(const gelu_job *j, size_t i0, size_t i1) {
     __m512 s = _mm512_rcp14_ps(den);
     s = _mm512_mul_ps(s, _mm512_fnmadd_ps(den, s, two));
     s = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(den, _mm512_set1_ps(INFINITY), _CMP_LT_OQ), s); // 1/inf = 0
-    if (!j->backward) {
-      _mm512_mask_storeu_ps(j->out + i, m, _mm512_mul_ps(x, s));
-    } else {
+    {
       __m512 du = _mm512_mul_ps(c, _mm512_fmadd_ps(a3, x2, one));
       __m512 g = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(two, x), _mm512_mul_ps(s, _mm512_sub_ps(one, s))), du, s);
       __m512 d = _mm512_maskz_loadu_ps(m, j->out + i);

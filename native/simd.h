@@ -6,6 +6,7 @@
 
 #ifdef __AVX512F__
 #include <immintrin.h>
+#include <math.h>
 
 // One level of the fixed reduction tree applied to two accumulators at once. Every add pairs two lanes of the SAME
 // accumulator, so an accumulator's result never depends on its neighbours: a tile of 16 accumulators reduced
@@ -76,6 +77,22 @@ KF_INLINE __m512 kf_exp512(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, n);
+}
+
+// tanh-form GELU of 16 lanes, x * sigmoid(2u) with u = sqrt(2/pi) (x + 0.044715 x^3): the one definition kf_gelu and
+// the linear kernel's fused epilogue share, so that both give the same bits. sigmoid(2u) = 1 / (1 + e): reciprocal
+// estimate (14 bits) plus one Newton step (~23 bits) instead of a division, several times cheaper; 1/inf = 0.
+KF_INLINE __m512 kf_gelu_tanh512(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  const __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f),
+                                 _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), x2), x, x));
+  const __m512 e = kf_exp512(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
+  const __m512 den = _mm512_add_ps(one, e);
+  __m512 s = _mm512_rcp14_ps(den);
+  s = _mm512_mul_ps(s, _mm512_fnmadd_ps(den, s, two));
+  s = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(den, _mm512_set1_ps(INFINITY), _CMP_LT_OQ), s);
+  return _mm512_mul_ps(x, s);
 }
 
 KF_INLINE __mmask16 kf_tail_mask(size_t left) {

@@ -140,8 +140,14 @@ export function backboneForward<T extends FloatArray>(m: BaseModel<T>, inp: Back
     }
     // ---- MLP: x + mlp.2(GELU_tanh(mlp.0(LN2(x)))) ----
     be.layerNorm(a.ln2, a.m2, a.r2, a.mid, bw.norm2, null, R, D, LN_EPS);
-    be.linear(a.fc1, a.ln2, bw.fc1W, bw.fc1B, R, D, 4 * D);
-    be.gelu(a.gel, a.fc1, R * 4 * D, 'tanh');
+    if (train) {
+      // The backward needs fc1's output before the GELU.
+      be.linear(a.fc1, a.ln2, bw.fc1W, bw.fc1B, R, D, 4 * D);
+      be.gelu(a.gel, a.fc1, R * 4 * D, 'tanh');
+    } else {
+      // Same bits, without a second pass over [R, 4D] (whose rows the other core wrote).
+      be.linear(a.gel, a.ln2, bw.fc1W, bw.fc1B, R, D, 4 * D, 'gelu_tanh');
+    }
     if (train) {
       const next = ws.get(`a${l}.res`, R * D);
       be.linear(next, a.gel, bw.fc2W, bw.fc2B, R, 4 * D, D);

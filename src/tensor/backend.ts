@@ -41,6 +41,9 @@ export interface AttentionBackwardArgs<T extends FloatArray = Float32Array> exte
   dq: T; dk: T; dv: T; // same layouts/strides as q, k, v; ACCUMULATED into
 }
 
+/** An activation `linear` can apply to its output (see Backend.linear). */
+export type LinearActivation = 'gelu_tanh';
+
 export interface Backend {
   readonly name: 'native' | 'ts';
   readonly threads: number;
@@ -48,8 +51,10 @@ export interface Backend {
 
   // ---- dense linear algebra -----------------------------------------------------------------------------------
   /** out[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]). w in PyTorch [out,in] layout. Deterministic and row-invariant;
-   * fast for few rows (weight streaming) and for many. */
-  linear<T extends FloatArray>(out: T, x: T, w: T, bias: T | null, M: number, K: number, N: number): void;
+   * fast for few rows (weight streaming) and for many. `activation` 'gelu_tanh' then applies gelu(out, out, M*N,
+   * 'tanh') to the result, with the same bits, fused where the backend can (native: on each tile as it is finished). */
+  linear<T extends FloatArray>(out: T, x: T, w: T, bias: T | null, M: number, K: number, N: number,
+    activation?: LinearActivation): void;
   /** General C[M,N] = alpha * op(A) @ op(B) + beta * C, row-major, op = transpose when flag set.
    * A is [M,K] (or [K,M] if transA), B is [K,N] (or [N,K] if transB). Used by backward passes. */
   gemm<T extends FloatArray>(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number,

@@ -143,8 +143,11 @@ export function withChecks(b: Backend): Backend {
     threads: b.threads,
     blas: b.blas,
 
-    linear(out, x, w, bias, M, K, N) {
+    linear(out, x, w, bias, M, K, N, activation) {
       const op = 'linear';
+      if (activation !== undefined && activation !== 'gelu_tanh') {
+        throw new Error(`${op}: activation must be 'gelu_tanh' or undefined, got ${String(activation)}`);
+      }
       checkInt(op, 'M', M); checkInt(op, 'K', K); checkInt(op, 'N', N);
       const c = checkFloat(op, 'out', out, null);
       checkFloat(op, 'x', x, c); checkFloat(op, 'w', w, c);
@@ -153,7 +156,7 @@ export function withChecks(b: Backend): Backend {
       checkLen(op, 'w', w, N * K, `N*K = ${N}*${K}`);
       checkLen(op, 'out', out, M * N, `M*N = ${M}*${N}`);
       if (bias !== null) checkLen(op, 'bias', bias, N, 'N');
-      b.linear(out, x, w, bias, M, K, N);
+      b.linear(out, x, w, bias, M, K, N, activation);
     },
 
     gemm(transA, transB, M, N, K, alpha, a, bb, beta, c) {

@@ -11,7 +11,7 @@ import { tsBackend } from './ts-backend.ts';
 /** The raw addon surface (argument order as in native/addon.c). */
 interface Addon {
   linear(out: Float32Array, x: Float32Array, w: Float32Array, bias: Float32Array | null, M: number, K: number,
-    N: number): void;
+    N: number, activation: string | null): void;
   blasLinear(out: Float32Array, x: Float32Array, w: Float32Array, M: number, K: number, N: number): boolean;
   gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, a: Float32Array,
     b: Float32Array, beta: number, c: Float32Array): void;
@@ -101,9 +101,9 @@ function makeBackend(addon: Addon): Backend {
     threads: info.threads,
     blas: info.blas,
 
-    linear(out, x, w, bias, M, K, N) {
-      if (isF64(out)) return tsBackend.linear(out, x, w, bias, M, K, N);
-      addon.linear(f32(out), f32(x), f32(w), f32n(bias), M, K, N);
+    linear(out, x, w, bias, M, K, N, activation) {
+      if (isF64(out)) return tsBackend.linear(out, x, w, bias, M, K, N, activation);
+      addon.linear(f32(out), f32(x), f32(w), f32n(bias), M, K, N, activation ?? null);
     },
     gemm(transA, transB, M, N, K, alpha, a, b, beta, c) {
       if (isF64(c)) return tsBackend.gemm(transA, transB, M, N, K, alpha, a, b, beta, c);

@@ -3,7 +3,7 @@
 // reductions accumulate in JS numbers (float64) in a fixed order, and each forward output row depends on its own
 // inputs only (see the determinism contract in backend.ts). Scratch buffers are float64 so float32 callers get the
 // same rounding as float64 callers up to the final store.
-import type { AttentionArgs, AttentionBackwardArgs, Backend, FloatArray } from './backend.ts';
+import type { AttentionArgs, AttentionBackwardArgs, Backend, FloatArray, LinearActivation } from './backend.ts';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 const GELU_TANH_C = 0.044715;
@@ -74,7 +74,13 @@ function geluExactGrad(x: number): number {
 // last, so the path a row takes (full block or leftover) does not change its bits.
 const LINEAR_ROW_BLOCK = 4;
 
-function linear<T extends FloatArray>(out: T, x: T, w: T, bias: T | null, M: number, K: number, N: number): void {
+function linear<T extends FloatArray>(out: T, x: T, w: T, bias: T | null, M: number, K: number, N: number,
+  activation?: LinearActivation): void {
+  linearPlain(out, x, w, bias, M, K, N);
+  if (activation === 'gelu_tanh') gelu(out, out, M * N, 'tanh');
+}
+
+function linearPlain<T extends FloatArray>(out: T, x: T, w: T, bias: T | null, M: number, K: number, N: number): void {
   let m = 0;
   for (; m + LINEAR_ROW_BLOCK <= M; m += LINEAR_ROW_BLOCK) {
     const x0 = m * K, x1 = x0 + K, x2 = x1 + K, x3 = x2 + K;
