@@ -17,7 +17,8 @@ void kf_parallel(kf_task_fn fn, void *arg, int want_threads);
 // ---- linear (linear.c) ----------------------------------------------------------------------------------------
 void kf_linear(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N);
 // kf_linear followed by an activation of every output (KF_ACT_GELU_TANH: the values kf_gelu(.., exact = 0) gives),
-// applied to each tile as it is finished, by the thread that computed it, instead of in a second pass over out.
+// applied to each block of outputs as it is finished, by the thread that computed it, instead of in a second pass
+// over out.
 enum { KF_ACT_NONE = 0, KF_ACT_GELU_TANH = 1 };
 void kf_linear_act(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N,
                    int act);

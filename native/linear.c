@@ -33,7 +33,7 @@ typedef struct {
   size_t nb;       // weight rows per block
   size_t nblocks;
   atomic_size_t next;
-  int act;         // KF_ACT_*: applied to each finished tile while it is hot (kf_linear_act)
+  int act;         // KF_ACT_*: applied to each finished block of outputs while it is hot (kf_linear_act)
 } lin_job;
 
 // Tuning knobs (kf_linear_knob; also read once from KFORCE_LIN_<NAME> environment variables).
@@ -636,7 +636,7 @@ void kf_linear_act(float *out, const float *x, const float *w, const float *bias
   const int fused = 0;
 #endif
   if (act != KF_ACT_NONE && !fused) {
-    // No tile epilogue here (portable build, or no products at all): the same values through the separate pass.
+    // No block epilogue here (portable build, or no products at all): the same values through the separate pass.
     kf_linear_act(out, x, w, bias, M, K, N, KF_ACT_NONE);
     if (act == KF_ACT_GELU_TANH) kf_gelu(out, out, M * N, 0);
     return;
