@@ -18,7 +18,8 @@
         "native/attention.c",
         "native/loss.c",
         "native/sample.c",
-        "native/rows.c"
+        "native/rows.c",
+        "native/screen.c"
       ],
       "cflags": ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra",
                  "-Wno-unused-parameter"],

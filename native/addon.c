@@ -576,6 +576,70 @@ static napi_value js_select_pflm(napi_env env, napi_callback_info info) {
   return c.failed ? NULL : undef(env);
 }
 
+// screenPrepare(w: Float32Array [N*K], N, K, wb: Uint16Array [N*stride], norms: Float32Array [N]) -> boolean: the bf16
+// copy and row norms the screened selection reads (false: this build has no bf16 kernels, or w holds a non-finite).
+static napi_value js_screen_prepare(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "screenPrepare", 5)) return NULL;
+  size_t N = dim(&c, 1, "N"), K = dim(&c, 2, "K");
+  float *w = f32(&c, 0, "w", N * K, 0);
+  uint16_t *wb = typed_need(&c, 3, "wb", napi_uint16_array, "Uint16Array", N * kf_screen_stride(K), 0);
+  float *norms = f32(&c, 4, "norms", N, 0);
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_get_boolean(env, N > 0 && K > 0 && kf_screen_prepare(w, N, K, wb, norms), &r);
+  return r;
+}
+
+// screenSelect(h [M*K], M, K, N, wb, norms, w [N*K], bias [N] | null, approx [M*N], rowStart: Int32Array [n],
+//              takes: Int32Array [n], counts: Int32Array[] (n, each [N]), lambdas: Float64Array [n], maskIndex, kmax,
+//              out: Int32Array [n*kmax]): the PFLM rule's tokens (selectPflm on h w^T + bias) via the bf16 screen
+static napi_value js_screen_select(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "screenSelect", 16)) return NULL;
+  size_t M = dim(&c, 1, "M"), K = dim(&c, 2, "K"), N = dim(&c, 3, "N"), kmax = dim(&c, 14, "kmax");
+  uint32_t n = array_len(&c, 11, "counts");
+  double mk = num(&c, 13, "maskIndex");
+  float *h = f32(&c, 0, "h", M * K, 0);
+  uint16_t *wb = typed_need(&c, 4, "wb", napi_uint16_array, "Uint16Array", N * kf_screen_stride(K), 0);
+  float *norms = f32(&c, 5, "norms", N, 0), *w = f32(&c, 6, "w", N * K, 0), *bias = f32(&c, 7, "bias", N, 1);
+  float *approx = f32(&c, 8, "approx", M * N, 0);
+  int32_t *rowStart = i32(&c, 9, "rowStart", n), *takes = i32(&c, 10, "takes", n), *out = i32(&c, 15, "out", (size_t)n * kmax);
+  double *lams = f64(&c, 12, "lambdas", n);
+  if (c.failed) return NULL;
+  if (!kf_screen_supported()) failf(&c, "this build has no bf16 kernels (check screenSupported first)");
+  else if (N < 1 || K < 1) failf(&c, "N and K must be >= 1");
+  else if (mk != floor(mk) || mk < -2147483648.0 || mk > 2147483647.0) failf(&c, "maskIndex must be a 32-bit integer");
+  for (uint32_t i = 0; i < n && !c.failed; i++) {
+    if (takes[i] < 0 || (size_t)takes[i] > kmax) failf(&c, "takes[%u] = %d is outside [0, kmax = %zu]", i, takes[i], kmax);
+    else if (rowStart[i] < 0 || (size_t)rowStart[i] + (size_t)takes[i] > M)
+      failf(&c, "rows [%d, %d) of sequence %u exceed M = %zu", rowStart[i], rowStart[i] + takes[i], i, M);
+    else if (!(lams[i] >= 0 && isfinite(lams[i]))) failf(&c, "lambdas[%u] must be finite and >= 0, got %g", i, lams[i]);
+  }
+  if (c.failed) return NULL;
+  int32_t **counts = malloc((n ? n : 1) * sizeof *counts);
+  if (!counts) {
+    failf(&c, "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n && !c.failed; i++) counts[i] = array_elem(&c, 11, "counts", i, napi_int32_array, "Int32Array", N);
+  for (uint32_t i = 0; i < n && !c.failed; i++)
+    for (uint32_t q = 0; q < i && !c.failed; q++)
+      if (counts[i] == counts[q]) failf(&c, "counts[%u] and counts[%u] are the same array", q, i);
+  if (!c.failed)
+    kf_screen_select(h, M, K, N, wb, norms, w, bias, approx, rowStart, takes, counts, lams, n, (int32_t)mk, kmax, out);
+  free(counts);
+  return c.failed ? NULL : undef(env);
+}
+
+// screenSupported() -> boolean
+static napi_value js_screen_supported(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+  napi_get_boolean(env, kf_screen_supported() != 0, &r);
+  return r;
+}
+
 // exp64(out: Float64Array, x: Float64Array): the sampling kernels' exp over an array (tests compare it with Math.exp)
 static napi_value js_exp64(napi_env env, napi_callback_info info) {
   call c;
@@ -733,6 +797,7 @@ NAPI_MODULE_INIT() {
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},
     {"sampleAr", js_sample_ar}, {"selectPflm", js_select_pflm}, {"exp64", js_exp64},
+    {"screenSupported", js_screen_supported}, {"screenPrepare", js_screen_prepare}, {"screenSelect", js_screen_select},
     {"addInPlace", js_add_inplace}, {"scatterRows", js_scatter_rows},
     {"readBandwidth", js_read_bandwidth}, {"fmaPeak", js_fma_peak}, {"misalignment", js_misalignment}, {"info", js_info},
   };

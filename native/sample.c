@@ -457,6 +457,12 @@ static int32_t penalised_argmax(const float *l, size_t V, const int32_t *cnt, fl
   return (int32_t)best;
 }
 
+// One slot of the PFLM rule on a full row of logits (the mask logit is set here), as pflm_task applies it.
+int32_t kf_pflm_slot(float *row, size_t V, const int32_t *cnt, double lambda, int32_t maskIndex) {
+  if (maskIndex >= 0 && (size_t)maskIndex < V) row[maskIndex] = -1000.0f;
+  return lambda == 0 ? argmax_f32(row, V) : penalised_argmax(row, V, cnt, (float)lambda);
+}
+
 typedef struct {
   float *const *blocks;
   int32_t *const *counts;
@@ -478,10 +484,8 @@ static void pflm_task(void *arg, int tid, int nt) {
     int32_t *o = j->out + i * j->kmax;
     int32_t take = j->takes[i], s;
     for (s = 0; s < take; s++) {
-      float *row = blk + (size_t)s * j->V;
-      if (j->maskIndex >= 0 && (size_t)j->maskIndex < j->V) row[j->maskIndex] = -1000.0f;
       // lambda == 0 is TS's plain argmax; otherwise the penalty uses Math.fround(lambda)
-      int32_t t = j->lambdas[i] == 0 ? argmax_f32(row, j->V) : penalised_argmax(row, j->V, cnt, (float)j->lambdas[i]);
+      int32_t t = kf_pflm_slot(blk + (size_t)s * j->V, j->V, cnt, j->lambdas[i], j->maskIndex);
       o[s] = t;
       if (t < 0) break;
       cnt[t]++; // later slots of the block see this choice; undone below (the caller records it)

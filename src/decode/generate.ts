@@ -5,7 +5,8 @@
 // uniform t, so the output of a prompt depends on (model, prompt, seed, stream, options) only, not on the batch.
 import type { BatchDecoder, SeqId } from '../model/types.ts';
 import { NoiseStream, noiseAhead } from './noise.ts';
-import { TokenCounts, recommendedPenalty, sampleArRows, selectPflmRows } from './sampling.ts';
+import { TokenCounts, recommendedPenalty, sampleArRows } from './sampling.ts';
+import { stepSelectPflm } from './screen.ts';
 
 export interface TokenEvent {
   /** Index of the prompt in the `prompts` argument. */
@@ -56,7 +57,9 @@ export interface GenerateResult {
   steps: number;
   /** Forward passes each sequence took part in. */
   seqSteps: number[];
-  /** Wall time inside decoder.step (the forward passes) and in token selection (samplers, penalties), seconds. */
+  /** Wall time inside decoder.step (the forward passes) and in token selection (samplers, penalties), seconds. A
+   * PFLM step picks its tokens inside the step (stepSelectPflm), so for a PFLM the selection is counted as forward
+   * time and selectSeconds holds only the bookkeeping after it. */
   forwardSeconds: number;
   selectSeconds: number;
 }
@@ -147,14 +150,16 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
       }
       const ids = active.map((a) => a.id);
       const t0 = process.hrtime.bigint();
-      let outs: Float32Array[];
-      let noise: number[][] = [];
+      let outs: Float32Array[] = [];
+      let picked: (number[] | Error)[] | null = null;
       if (decoder.kind === 'pflm') {
         // The last step of a sequence keeps only the slots it still needs; the uniforms stay aligned to positions.
-        noise = active.map((a) => a.noise.take(Math.min(o.k, opts.maxNewTokens - a.out.length)));
+        const noise = active.map((a) => a.noise.take(Math.min(o.k, opts.maxNewTokens - a.out.length)));
         const ahead = opts.encodeAhead === false ? undefined
           : noiseAhead(active.map((a) => a.noise), active.map((a) => noiseStart[a.index] + opts.maxNewTokens), o.k);
-        outs = step(ids, { noise, tau: active.map(() => o.tau), noiseAhead: ahead });
+        // The step and the PFLM rule in one (the rule's argmax lets the step skip most of the exact output layer).
+        picked = stepSelectPflm(decoder, ids, { noise, tau: active.map(() => o.tau), noiseAhead: ahead },
+          active.map((a) => a.counts), active.map(() => o.penalty));
       } else {
         outs = step(ids);
       }
@@ -163,9 +168,8 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
       result.forwardSeconds += Number(t1 - t0) / 1e9;
       const still: Active[] = [];
       // Every row of the step at once (the native kernels use both cores); the first failing row's error is thrown.
-      const chosen: (number[] | Error)[] = decoder.kind === 'pflm'
-        ? selectPflmRows(outs, V, active.map((a) => a.counts), active.map(() => o.penalty), maskIndex, noise.map((r) => r.length))
-        : sampleArRows(outs, active.map((a) => a.noise.next()), active.map((a) => a.counts), arOpts, 'auto', scratch)
+      const chosen: (number[] | Error)[] = picked
+        ?? sampleArRows(outs, active.map((a) => a.noise.next()), active.map((a) => a.counts), arOpts, 'auto', scratch)
           .map((t) => (t instanceof Error ? t : [t]));
       for (const c of chosen) if (c instanceof Error) throw c;
       active.forEach((a, i) => {

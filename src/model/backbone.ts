@@ -32,6 +32,8 @@ export interface BackboneInput<T extends FloatArray> {
   kv?: KvStore<T> | null;
   out: OutputRows;
   train: boolean;
+  /** false: stop after the final norm (trace.lnf holds the output layer's input rows; trace.logits is empty). */
+  logits?: boolean;
 }
 
 interface LayerActs<T extends FloatArray> {
@@ -52,7 +54,8 @@ export interface BackboneTrace<T extends FloatArray> {
   resid: T[]; // [L + 1] x [R, D]: input of each block, then the final stream
   layers: LayerActs<T>[];
   xo: T; lnf: T; mf: T; rf: T; // output rows before/after the final norm
-  /** [Ro, V] logits, mask column set to MASK_LOGIT. Valid until the model's next forward. */
+  /** [Ro, V] logits, mask column set to MASK_LOGIT (empty when the input's `logits` is false). Valid until the model's
+   * next forward. */
   logits: T;
 }
 
@@ -180,6 +183,7 @@ export function backboneForward<T extends FloatArray>(m: BaseModel<T>, inp: Back
   }
   const lnf = ws.get('lnf', Ro * D), mf = ws.get('mf', Ro), rf = ws.get('rf', Ro);
   be.layerNorm(lnf, mf, rf, xo, m.w.normFinal, null, Ro, D, LN_EPS);
+  if (inp.logits === false) return { R, Ro, positions, mask, out, resid, layers, xo, lnf, mf, rf, logits: lnf.subarray(0, 0) as T };
   const logits = ws.get('logits', Ro * V);
   be.linear(logits, lnf, m.w.outW, m.w.outB, Ro, D, V);
   const mk = m.config.maskIndex;

@@ -10,7 +10,7 @@
 // every sequence of a step, whatever the mix of lengths.
 import type { FloatArray } from '../tensor/backend.ts';
 import { embeddingGather } from '../tensor/ops.ts';
-import { backboneForward } from './backbone.ts';
+import { backboneForward, type BackboneTrace } from './backbone.ts';
 import type { BaseModel } from './core.ts';
 import { MaskBuilder } from './masks.ts';
 import { noiseEncoderForward } from './noise-encoder.ts';
@@ -116,15 +116,43 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
   }
 
   step(ids: SeqId[], opts: StepOptions = {}): Float32Array[] {
-    return this.forward('decoder.step', ids, opts, true);
+    return this.logitsOf(this.forward('decoder.step', ids, opts, true), true);
   }
 
   stepShared(ids: SeqId[], opts: StepOptions = {}): Float32Array[] {
-    return this.forward('decoder.stepShared', ids, opts, false);
+    return this.logitsOf(this.forward('decoder.stepShared', ids, opts, true), false);
   }
 
-  /** One packed forward; returns per sequence its logits, copied or as views of the model's scratch logits. */
-  private forward(fn: string, ids: SeqId[], opts: StepOptions, copy: boolean): Float32Array[] {
+  /** PFLM, float32 models: a step without the output layer. Returns the output layer's input (the final norm of the
+   * noise rows, [sum of slots, D], a view of the model's scratch memory valid until its next forward) and each
+   * sequence's slot count; `outputLayer()` gives the weights that turn it into the step's logits. */
+  stepHidden(ids: SeqId[], opts: StepOptions = {}): { rows: Float32Array; slots: number[] } {
+    if (this.kind !== 'pflm') throw new Error('decoder.stepHidden: only for a PFLM');
+    if (this.model.dtype !== 'float32') throw new Error('decoder.stepHidden: only for float32 models');
+    const { tr, slots } = this.forward('decoder.stepHidden', ids, opts, false);
+    return { rows: tr.lnf as unknown as Float32Array, slots };
+  }
+
+  /** The output layer: logits = rows w^T + bias, then the [MASK] logit set to -1000. */
+  outputLayer(): { w: T; bias: T; maskIndex: number } {
+    return { w: this.model.w.outW, bias: this.model.w.outB, maskIndex: this.config.maskIndex };
+  }
+
+  /** Per sequence its logits, copied or as views of the model's scratch logits. */
+  private logitsOf(r: { tr: { logits: T }; slots: number[] }, copy: boolean): Float32Array[] {
+    const V = this.model.V;
+    const res: Float32Array[] = [];
+    let o = 0;
+    for (const n of r.slots) {
+      const slice = r.tr.logits.subarray(o * V, (o + n) * V);
+      res.push(slice instanceof Float32Array ? (copy ? slice.slice() : slice) : Float32Array.from(slice));
+      o += n;
+    }
+    return res;
+  }
+
+  /** One packed forward (with or without the output layer); slots: output rows per sequence. */
+  private forward(fn: string, ids: SeqId[], opts: StepOptions, logits: boolean): { tr: BackboneTrace<T>; slots: number[] } {
     const m = this.model;
     const { D, V } = m;
     if (!Array.isArray(ids) || ids.length === 0) throw new Error(`${fn}: ids must be a non-empty array of sequence ids`);
@@ -211,21 +239,13 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     if (Rn > 0 || aheadU.length > 0) this.encodeNoise(noiseFlat, tauFlat, aheadU, aheadTau, x.subarray(Rc * D, R * D) as T);
     const tr = backboneForward(m, {
       R, x, positions, mask: mb.build(), kv: { layers: this.pool, rowIndex },
-      out: this.kind === 'ar' ? { rows: outRows } : { start: Rc, count: Rn }, train: false,
+      out: this.kind === 'ar' ? { rows: outRows } : { start: Rc, count: Rn }, train: false, logits,
     });
     for (const s of seqs) {
       s.len += s.pending.length;
       s.pending = [];
     }
-    const res: Float32Array[] = [];
-    let o = 0;
-    for (let i = 0; i < S; i++) {
-      const n = this.kind === 'ar' ? 1 : ks[i];
-      const slice = tr.logits.subarray(o * V, (o + n) * V);
-      res.push(slice instanceof Float32Array ? (copy ? slice.slice() : slice) : Float32Array.from(slice));
-      o += n;
-    }
-    return res;
+    return { tr, slots: this.kind === 'ar' ? ks.map(() => 1) : ks };
   }
 
   /** Noise rows (u, tau) into dest [Rn, D]: cached rows are copied, the others are encoded in one pass together with

@@ -63,4 +63,12 @@ export interface BatchDecoder {
   stepShared?(ids: SeqId[], opts?: StepOptions): Float32Array[];
   /** Optional: pre-sizes the KV cache for `sequences` sequences of up to `rows` positions each. */
   preallocate?(sequences: number, rows: number): void;
+  /**
+   * Optional, PFLM with float32 weights: `step` without the output layer. Returns the output layer's input rows
+   * ([sum of slots, D], valid until the model's next forward pass) and each sequence's slot count; the step's logits
+   * are rows w^T + bias of `outputLayer()`, with the [MASK] logit set to -1000. For callers that only need the PFLM
+   * rule's argmax, which can be found without computing every logit exactly (src/decode/screen.ts).
+   */
+  stepHidden?(ids: SeqId[], opts?: StepOptions): { rows: Float32Array; slots: number[] };
+  outputLayer?(): { w: Float32Array | Float64Array; bias: Float32Array | Float64Array; maskIndex: number };
 }

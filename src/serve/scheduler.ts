@@ -9,7 +9,8 @@
 // in the batch, and equals `generate(decoder, [prompt], { seed })`.
 import type { BatchDecoder, SeqId, StepOptions } from '../model/types.ts';
 import { NoiseStream, noiseAhead } from '../decode/noise.ts';
-import { TokenCounts, sampleArRows, selectPflmRows } from '../decode/sampling.ts';
+import { TokenCounts, sampleArRows } from '../decode/sampling.ts';
+import { stepSelectPflm } from '../decode/screen.ts';
 import { ApiError } from './errors.ts';
 import type { FinishReason, ServeMetrics } from './metrics.ts';
 
@@ -268,15 +269,17 @@ export class Scheduler {
     const cfg = this.decoder.config;
     const pflm = this.decoder.kind === 'pflm';
     const t0 = performance.now();
-    let outs: Float32Array[];
-    let noise: number[][] = [];
+    let outs: Float32Array[] = [];
+    let picked: (number[] | Error)[] | null = null;
     try {
       const ids = batch.map((e) => e.id!);
       if (pflm) {
         // The last step of a sequence keeps only the slots it still needs (KFORCING.md section 6).
-        noise = batch.map((e) => e.noise.take(Math.min(this.opts.k, e.job.maxTokens - e.out.length)));
+        const noise = batch.map((e) => e.noise.take(Math.min(this.opts.k, e.job.maxTokens - e.out.length)));
         const ahead = noiseAhead(batch.map((e) => e.noise), batch.map((e) => e.job.maxTokens), this.opts.k);
-        outs = this.stepLogits(ids, { noise, tau: batch.map((e) => e.job.temperature), noiseAhead: ahead });
+        // The step and the PFLM rule in one (the rule's argmax lets the step skip most of the exact output layer).
+        picked = stepSelectPflm(this.decoder, ids, { noise, tau: batch.map((e) => e.job.temperature), noiseAhead: ahead },
+          batch.map((e) => e.counts), batch.map((e) => e.job.penalty));
       } else {
         outs = this.stepLogits(ids);
       }
@@ -289,10 +292,8 @@ export class Scheduler {
     let emittedTotal = 0;
     const keep: Entry[] = [];
     // All rows of the step in one call (native kernels on both cores); a row that fails fails only its request.
-    const chosen: (number[] | Error)[] = pflm
-      ? selectPflmRows(outs, cfg.vocabSize, batch.map((e) => e.counts), batch.map((e) => e.job.penalty), cfg.maskIndex,
-        noise.map((r) => r.length))
-      : sampleArRows(outs, batch.map((e) => e.noise.next()), batch.map((e) => e.counts),
+    const chosen: (number[] | Error)[] = picked
+      ?? sampleArRows(outs, batch.map((e) => e.noise.next()), batch.map((e) => e.counts),
         batch.map((e) => ({ temperature: e.job.temperature, topP: e.job.topP, penalty: e.job.penalty, maskIndex: cfg.maskIndex })),
         'auto', this.scratch).map((t) => (t instanceof Error ? t : [t]));
     for (let i = 0; i < batch.length; i++) {

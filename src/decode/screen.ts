@@ -1,0 +1,110 @@
+// A PFLM step together with the PFLM rule's token choice (selectPflmRows), for callers that want the tokens only
+// (generate, the server). The rule is an argmax, so with the native kernels the step skips the exact output layer:
+// a bf16 copy of its weights (half the bytes of the ~30% of the model it is) bounds every logit, and only the few
+// logits that can still be the maximum are computed exactly (native/screen.c has the proof of the bound). The tokens
+// are those of step + selectPflmRows, bit for bit; the AR rule (sampling at a temperature) needs every logit and
+// gets no such shortcut. KFORCE_SCREEN=0 turns it off.
+import type { BatchDecoder, SeqId, StepOptions } from '../model/types.ts';
+import { alignedFloat32, nativeScreen, type NativeScreen } from '../tensor/native.ts';
+import { getBackend } from '../tensor/select.ts';
+import { selectPflmRows, type TokenCounts } from './sampling.ts';
+
+interface Prepared {
+  wb: Uint16Array;
+  norms: Float32Array;
+}
+
+// By output weight matrix: its bf16 copy (null: it cannot be screened), made on first use.
+const prepared = new WeakMap<object, Prepared | null>();
+// By decoder: scratch for the approximate logits.
+const approxScratch = new WeakMap<object, Float32Array>();
+
+let kernels: NativeScreen | null | undefined;
+
+function screenKernels(): NativeScreen | null {
+  if (process.env.KFORCE_SCREEN === '0') return null;
+  if (kernels === undefined) kernels = nativeScreen();
+  return kernels;
+}
+
+function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
+  if (decoder.kind !== 'pflm' || !decoder.stepHidden || !decoder.outputLayer) return null;
+  const { w } = decoder.outputLayer();
+  if (!(w instanceof Float32Array)) return null;
+  let p = prepared.get(w);
+  if (p === undefined) {
+    const N = decoder.config.vocabSize, K = decoder.config.hiddenSize;
+    const n = N * k.stride(K);
+    const buf = alignedFloat32(Math.ceil(n / 2)); // cache-line aligned, like the model's own weights
+    const wb = new Uint16Array(buf.buffer, buf.byteOffset, n);
+    const norms = new Float32Array(N);
+    p = k.prepare(w, N, K, wb, norms) ? { wb, norms } : null;
+    prepared.set(w, p);
+  }
+  return p;
+}
+
+/** Whether stepSelectPflm skips the exact output layer for this decoder (native bf16 kernels, float32 PFLM with
+ * finite output weights, KFORCE_SCREEN not 0). Prepares the bf16 copy on first call (~77 MB for the official
+ * architecture). */
+export function screensOutput(decoder: BatchDecoder): boolean {
+  const k = screenKernels();
+  return k !== null && preparedFor(decoder, k) !== null;
+}
+
+/**
+ * One PFLM step (decoder.step with opts) and the PFLM rule on its logits: per sequence the tokens of
+ * selectPflmRows(logits, counts[i], penalties[i]) for all of its slots (counts updated the same way), or the Error
+ * that rule gives (a NaN row).
+ */
+export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOptions, counts: readonly TokenCounts[],
+  penalties: readonly number[]): (number[] | Error)[] {
+  const cfg = decoder.config;
+  const V = cfg.vocabSize, K = cfg.hiddenSize;
+  if (counts.length !== ids.length || penalties.length !== ids.length) {
+    throw new Error(`stepSelectPflm: ${ids.length} sequences need as many count tables and penalties (got ${counts.length}, ${penalties.length})`);
+  }
+  const k = screenKernels();
+  const prep = k ? preparedFor(decoder, k) : null;
+  // Inputs selectPflmRows would reject or treat one by one go the plain way, so that its errors stay the same.
+  const plain = !k || !prep || penalties.some((l) => !(l >= 0 && Number.isFinite(l))) ||
+    counts.some((c, i) => c.vocabSize !== V || counts.indexOf(c) !== i);
+  if (plain) {
+    const outs = decoder.stepShared ? decoder.stepShared(ids, opts) : decoder.step(ids, opts);
+    return selectPflmRows(outs, V, counts, penalties, cfg.maskIndex, outs.map((o) => o.length / V));
+  }
+  const { rows, slots } = decoder.stepHidden!(ids, opts);
+  const { w, bias, maskIndex } = decoder.outputLayer!() as { w: Float32Array; bias: Float32Array; maskIndex: number };
+  const M = rows.length / K;
+  let approx = approxScratch.get(decoder);
+  if (!approx || approx.length < M * V) {
+    approx = new Float32Array(M * V);
+    approxScratch.set(decoder, approx);
+  }
+  const S = slots.length;
+  const rowStart = new Int32Array(S);
+  let kmax = 0;
+  for (let i = 0, r = 0; i < S; i++) {
+    rowStart[i] = r;
+    r += slots[i];
+    kmax = Math.max(kmax, slots[i]);
+  }
+  const out = new Int32Array(S * kmax);
+  k.select(rows, M, K, V, prep.wb, prep.norms, w, bias, approx, rowStart, Int32Array.from(slots),
+    counts.map((c) => c.counts), Float64Array.from(penalties), maskIndex, kmax, out);
+  const res: (number[] | Error)[] = new Array<number[] | Error>(S);
+  for (let i = 0; i < S; i++) {
+    const toks = Array.from(out.subarray(i * kmax, i * kmax + slots[i]));
+    if (toks.some((t) => t < 0)) {
+      // A row the rule rejects (NaN) or no scratch memory: the exact logits of this sequence and the rule itself.
+      const n = slots[i];
+      const logits = new Float32Array(n * V);
+      getBackend().linear(logits, rows.subarray(rowStart[i] * K, (rowStart[i] + n) * K), w, bias, n, K, V);
+      res[i] = selectPflmRows([logits], V, [counts[i]], [penalties[i]], maskIndex, [n])[0];
+      continue;
+    }
+    for (const t of toks) counts[i].add(t);
+    res[i] = toks;
+  }
+  return res;
+}

@@ -1,0 +1,44 @@
+// PFLM generation with the screened output layer (src/decode/screen.ts) against the plain step + selectPflmRows
+// (KFORCE_SCREEN=0): the same tokens for every k, penalty and batch shape, on peaked and on flat random models.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generate } from '../../src/decode/generate.ts';
+import { screensOutput } from '../../src/decode/screen.ts';
+import { randomModels } from '../../src/eval/random-model.ts';
+import type { ModelConfig } from '../../src/model/types.ts';
+import { nativeScreen } from '../../src/tensor/native.ts';
+
+const skip = nativeScreen() ? false : 'no native bf16 kernels: generation takes the plain path only';
+const cfg: ModelConfig = { vocabSize: 3001, hiddenSize: 64, nHeads: 4, nBlocks: 2, maskIndex: 3000, maxK: 4, maxSeqLen: 64 };
+const prompts = [[1, 2, 3, 4, 5, 6], [7], [8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]];
+
+function withScreen<T>(on: boolean, f: () => T): T {
+  const prev = process.env.KFORCE_SCREEN;
+  process.env.KFORCE_SCREEN = on ? '1' : '0';
+  try {
+    return f();
+  } finally {
+    if (prev === undefined) delete process.env.KFORCE_SCREEN;
+    else process.env.KFORCE_SCREEN = prev;
+  }
+}
+
+test('screened PFLM generation gives the tokens of the full output layer', { skip }, () => {
+  // std 0.5: peaked logits (few candidates); 0.02: nearly flat ones (many candidates per slot).
+  for (const std of [0.5, 0.02]) {
+    const { pflm } = randomModels(cfg, 11, std);
+    assert.ok(withScreen(true, () => screensOutput(pflm.decoder())));
+    assert.ok(!withScreen(false, () => screensOutput(pflm.decoder())));
+    for (const k of [1, 2, 3, 4]) {
+      for (const penalty of [0, 0.5, 2]) {
+        const opts = { maxNewTokens: 13, seed: 5, k, penalty, eos: [] };
+        const screened = withScreen(true, () => generate(pflm.decoder(), prompts, opts));
+        const plain = withScreen(false, () => generate(pflm.decoder(), prompts, opts));
+        assert.deepEqual(screened.tokens, plain.tokens, `std ${std}, k ${k}, penalty ${penalty}`);
+        // one sequence at a time too (a batch of one takes the same path)
+        const alone = withScreen(true, () => generate(pflm.decoder(), prompts.slice(1, 2), { ...opts, streamIds: [1] }));
+        assert.deepEqual(alone.tokens[0], plain.tokens[1]);
+      }
+    }
+  }
+});

@@ -1,0 +1,155 @@
+// The screened PFLM selection (native/screen.c) against the plain path: the full output layer (backend linear) and
+// the PFLM rule (selectPflmRows). Same tokens, same errors, same counts, on weights built to stress the bound: exact
+// ties between tokens (the first must win), logits one float apart, penalties that move the winner, the [MASK]
+// token, rows with thousands of equal candidates (the fallback to the full row), NaN inputs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TokenCounts, selectPflmRows } from '../../src/decode/sampling.ts';
+import { getBackend } from '../../src/tensor/select.ts';
+import { nativeScreen } from '../../src/tensor/native.ts';
+import { Rng } from '../../src/tensor/rng.ts';
+import { skip } from './helpers.ts';
+
+const screen = nativeScreen();
+const skipScreen = skip || (screen ? false : 'addon built without bf16 kernels (AVX512_BF16)');
+
+interface Case {
+  N: number;
+  K: number;
+  w: Float32Array;
+  bias: Float32Array;
+  h: Float32Array; // [M, K]
+  takes: number[];
+  lambdas: number[];
+  maskIndex: number;
+  counts: (rng: Rng) => TokenCounts[];
+}
+
+function fill(rng: Rng, a: Float32Array, scale: number): Float32Array {
+  for (let i = 0; i < a.length; i++) a[i] = rng.normal(0, scale);
+  return a;
+}
+
+/** Tokens (or errors) and final counts from the plain path and from the screen, on copies of the same counts. */
+function both(c: Case, seed: number): { plain: (number[] | Error)[]; screened: (number[] | Error)[]; cp: TokenCounts[]; cs: TokenCounts[] } {
+  const { N, K, w, bias, h, takes, lambdas, maskIndex } = c;
+  const M = h.length / K;
+  const cp = c.counts(new Rng(seed)), cs = c.counts(new Rng(seed));
+  const logits = new Float32Array(M * N);
+  getBackend().linear(logits, h, w, bias, M, K, N);
+  const blocks: Float32Array[] = [];
+  const rowStart = new Int32Array(takes.length);
+  for (let i = 0, r = 0; i < takes.length; i++) {
+    rowStart[i] = r;
+    blocks.push(logits.slice(r * N, (r + takes[i]) * N));
+    r += takes[i];
+  }
+  const plain = selectPflmRows(blocks, N, cp, lambdas, maskIndex, takes, 'ts');
+  const wb = new Uint16Array(N * screen!.stride(K));
+  const norms = new Float32Array(N);
+  assert.ok(screen!.prepare(w, N, K, wb, norms));
+  const kmax = Math.max(...takes);
+  const out = new Int32Array(takes.length * kmax);
+  screen!.select(h, M, K, N, wb, norms, w, bias, new Float32Array(M * N), rowStart, Int32Array.from(takes),
+    cs.map((t) => t.counts), Float64Array.from(lambdas), maskIndex, kmax, out);
+  const screened = takes.map((t, i) => {
+    const toks = Array.from(out.subarray(i * kmax, i * kmax + t));
+    if (toks.some((x) => x < 0)) return new Error(`screen: ${toks.join(',')}`);
+    for (const x of toks) cs[i].add(x);
+    return toks;
+  });
+  return { plain, screened, cp, cs };
+}
+
+function assertSame(c: Case, seed: number, what: string): void {
+  const { plain, screened, cp, cs } = both(c, seed);
+  plain.forEach((p, i) => {
+    if (p instanceof Error) assert.ok(screened[i] instanceof Error, `${what}: sequence ${i}: plain failed (${p.message}), screen gave ${String(screened[i])}`);
+    else assert.deepEqual(screened[i], p, `${what}: sequence ${i}`);
+  });
+  cp.forEach((t, i) => assert.deepEqual(cs[i].counts, t.counts, `${what}: counts of sequence ${i}`));
+}
+
+function randomCounts(S: number, N: number, n: number): (rng: Rng) => TokenCounts[] {
+  return (rng) => Array.from({ length: S }, () => {
+    const t = new TokenCounts(N);
+    for (let j = 0; j < n; j++) t.add(rng.int(N));
+    return t;
+  });
+}
+
+test('screened selection: same tokens and counts as the full output layer on random weights', { skip: skipScreen }, () => {
+  const rng = new Rng(31);
+  for (const [N, K] of [[1, 16], [7, 40], [257, 100], [1000, 64], [5003, 768], [50258, 96]] as const) {
+    for (const lambdas of [[0, 0, 0], [0.5, 1.7, 0], [0.25, 0.25, 3]]) {
+      const takes = [4, 1, 3];
+      const M = takes.reduce((a, b) => a + b, 0);
+      const c: Case = {
+        N, K, w: fill(rng, new Float32Array(N * K), 0.05), bias: fill(rng, new Float32Array(N), 0.1),
+        h: fill(rng, new Float32Array(M * K), 1), takes, lambdas, maskIndex: N > 3 ? N - 2 : -1,
+        counts: randomCounts(3, N, 30),
+      };
+      assertSame(c, N + K, `N=${N} K=${K} lambdas=${lambdas.join(',')}`);
+    }
+  }
+});
+
+test('screened selection: exact ties go to the first token, near-ties are decided exactly', { skip: skipScreen }, () => {
+  const rng = new Rng(32);
+  const N = 4000, K = 64;
+  const w = fill(rng, new Float32Array(N * K), 0.02);
+  const bias = new Float32Array(N);
+  const h = fill(rng, new Float32Array(4 * K), 1);
+  // Tokens 900 < 1800 < 3500 get the same row aligned with h, so they tie for the maximum; 2500 and 2501 are one
+  // float apart in one weight; 3999 sits just under the tie.
+  const top = new Float32Array(K);
+  for (let k = 0; k < K; k++) top[k] = h[k] * 0.5;
+  for (const v of [900, 1800, 3500, 2500, 2501, 3999]) w.set(top, v * K);
+  w[2501 * K + 3] = Math.fround(w[2501 * K + 3] * (1 + 2 ** -23));
+  w[3999 * K + 5] = Math.fround(w[3999 * K + 5] * (1 - 2 ** -22));
+  for (const lambdas of [[0], [0.5], [2]]) {
+    const c: Case = { N, K, w, bias, h, takes: [4], lambdas, maskIndex: N - 1, counts: () => [new TokenCounts(N)] };
+    assertSame(c, 1, `ties, lambda ${lambdas[0]}`);
+    const { plain } = both(c, 1);
+    if (lambdas[0] === 0) assert.equal((plain[0] as number[])[0], 900, 'the tie is real: the first tied token wins');
+  }
+  // Thousands of equal rows: past the candidate cap the full row is ranked instead (same answer).
+  const flat = new Float32Array(3000 * K).fill(0.01);
+  const cFlat: Case = { N: 3000, K, w: flat, bias: new Float32Array(3000), h: h.slice(0, 2 * K), takes: [2], lambdas: [0.5],
+    maskIndex: 0, counts: randomCounts(1, 3000, 5) };
+  assertSame(cFlat, 2, 'all equal, 3000 tokens');
+  const cMid: Case = { ...cFlat, N: 1500, w: flat.subarray(0, 1500 * K), bias: new Float32Array(1500), counts: randomCounts(1, 1500, 5) };
+  assertSame(cMid, 3, 'all equal, 1500 tokens (under the cap)');
+});
+
+test('screened selection: the [MASK] token, dominant penalties, NaN rows, non-finite weights', { skip: skipScreen }, () => {
+  const rng = new Rng(33);
+  const N = 600, K = 48;
+  const w = fill(rng, new Float32Array(N * K), 0.05);
+  const bias = fill(rng, new Float32Array(N), 0.1);
+  const h = fill(rng, new Float32Array(8 * K), 1);
+  // Every logit far below -1000 except none: the mask's -1000 wins (the plain path picks it too).
+  const low = new Float32Array(N).fill(-5000);
+  assertSame({ N, K, w, bias: low, h: h.slice(0, K), takes: [1], lambdas: [0], maskIndex: 17, counts: () => [new TokenCounts(N)] }, 4, 'mask wins');
+  // Heavy counts on the likeliest tokens: the penalty decides.
+  const heavy = (r: Rng): TokenCounts[] => [0, 1].map(() => {
+    const t = new TokenCounts(N);
+    for (let j = 0; j < 400; j++) t.add(r.int(40));
+    return t;
+  });
+  assertSame({ N, K, w, bias, h, takes: [4, 4], lambdas: [0.01, 0.3], maskIndex: N - 1, counts: heavy }, 5, 'penalties');
+  // A NaN in one row: every logit of that slot is NaN, so the [MASK] token's -1000 wins; without a mask token the
+  // rule fails on that slot (and the other sequence is unaffected).
+  const hn = h.slice();
+  hn[2 * K + 7] = NaN;
+  const nanCase: Case = { N, K, w, bias, h: hn, takes: [4, 4], lambdas: [0.5, 0], maskIndex: N - 1,
+    counts: () => [new TokenCounts(N), new TokenCounts(N)] };
+  assertSame(nanCase, 6, 'NaN row with a mask token');
+  const r = both({ ...nanCase, maskIndex: -1 }, 6);
+  assert.ok(r.plain[0] instanceof Error && r.screened[0] instanceof Error);
+  assert.deepEqual(r.screened[1], r.plain[1]);
+  // Non-finite weights cannot be bounded: prepare says so.
+  const bad = w.slice();
+  bad[123] = Infinity;
+  assert.equal(screen!.prepare(bad, N, K, new Uint16Array(N * screen!.stride(K)), new Float32Array(N)), false);
+});
