@@ -27,6 +27,11 @@ function screenKernels(): NativeScreen | null {
   return kernels;
 }
 
+/** Whether this process can screen PFLM output layers at all (native bf16 kernels, KFORCE_SCREEN not 0). */
+export function screenAvailable(): boolean {
+  return screenKernels() !== null;
+}
+
 function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
   if (decoder.kind !== 'pflm' || !decoder.stepHidden || !decoder.outputLayer) return null;
   const { w } = decoder.outputLayer();

@@ -5,6 +5,10 @@
 // for every row, attention over the visible keys, the output layer for the rows that need logits (1 per sequence for
 // AR, the k noise rows for the PFLM: its k context rows need none), and the noise encoder for the noise rows.
 // Per step AR feeds 1 token per sequence; the PFLM feeds 2k (the k tokens of the previous block plus k noises).
+// A PFLM step with the screened output layer (src/decode/screen.ts) reads the bf16 copy of the output weights (2 bytes
+// a weight, plus a norm per row) instead of the fp32 matrix, and its dot products run at twice the fp32 rate (two
+// multiply-adds per lane per instruction), so they count as half the FLOPs; the few rows recomputed exactly are
+// left out.
 import type { ModelConfig } from '../model/types.ts';
 
 export interface MachineRates {
@@ -50,9 +54,9 @@ export interface StepCost {
 
 /**
  * Bytes moved and FLOPs of one step. `bytesPerWeight` is the storage width of the weights (4 for float32);
- * activations and the cache are float32.
+ * activations and the cache are float32. `screened`: a PFLM step's output layer is the bf16 screen.
  */
-export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4): StepCost {
+export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, screened = false): StepCost {
   const D = cfg.hiddenSize;
   const V = cfg.vocabSize;
   const L = cfg.nBlocks;
@@ -60,9 +64,11 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4): St
   const rowsPer = s.newContext + s.noise;
   const rows = s.batch * rowsPer;
   const outRows = s.batch * s.outRows;
-  let weightParams = p.blocks + (outRows > 0 ? p.output : 0) + (s.noise > 0 ? p.noiseEncoder : 0);
+  const screen = screened && s.noise > 0 && outRows > 0;
+  let weightParams = p.blocks + (outRows > 0 && !screen ? p.output : 0) + (s.noise > 0 ? p.noiseEncoder : 0);
   weightParams += s.batch * s.newContext * D; // gathered embedding rows only
-  const weightBytes = weightParams * bytesPerWeight;
+  // the screen: bf16 weights, fp32 bias and final norm, one fp32 norm bound per row
+  const weightBytes = weightParams * bytesPerWeight + (screen ? V * D * 2 + (V + D) * bytesPerWeight + V * 4 : 0);
   const keysAfter = s.cached + s.newContext;
   const kvBytes = s.batch * L * keysAfter * 2 * D * 4;
   const kvWrite = s.batch * L * s.newContext * 2 * D * 4;
@@ -76,7 +82,7 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4): St
   for (let j = 0; j < s.noise; j++) keysSeen += keysAfter + j + 1;
   const attnFlops = s.batch * L * 4 * D * keysSeen;
   const blockFlops = 2 * rows * (12 * D * D) * L;
-  const outFlops = 2 * outRows * D * V;
+  const outFlops = (screen ? 1 : 2) * outRows * D * V;
   const noiseFlops = 2 * s.batch * s.noise * (10 * D * D);
   return { rows, bytes, flops: blockFlops + attnFlops + outFlops + noiseFlops, weightBytes, kvBytes };
 }
@@ -110,7 +116,7 @@ export interface RunPrediction {
 }
 
 /** Sums the step bounds over a whole generation of `newTokens` per sequence after a prompt of `promptLength`. */
-export function predictRun(cfg: ModelConfig, r: RunShape, m: MachineRates, bytesPerWeight = 4): RunPrediction {
+export function predictRun(cfg: ModelConfig, r: RunShape, m: MachineRates, bytesPerWeight = 4, screened = false): RunPrediction {
   if (!(r.batch >= 1 && r.newTokens >= 1 && r.promptLength >= 1 && r.k >= 0)) {
     throw new Error(`predictRun: batch, newTokens and promptLength must be >= 1 and k >= 0, got ${JSON.stringify(r)}`);
   }
@@ -136,7 +142,7 @@ export function predictRun(cfg: ModelConfig, r: RunShape, m: MachineRates, bytes
   let seconds = 0;
   let bytes = 0;
   let flops = 0;
-  const costs = shapes.map((s) => stepCost(cfg, s, bytesPerWeight));
+  const costs = shapes.map((s) => stepCost(cfg, s, bytesPerWeight, screened));
   for (const c of costs) {
     seconds += stepSeconds(c, m);
     bytes += c.bytes;
@@ -156,8 +162,9 @@ export function predictRun(cfg: ModelConfig, r: RunShape, m: MachineRates, bytes
 }
 
 /** Predicted speedup of PFLM k over AR at the same batch size and lengths. */
-export function predictSpeedup(cfg: ModelConfig, shape: Omit<RunShape, 'k'>, k: number, m: MachineRates, bytesPerWeight = 4): number {
+export function predictSpeedup(cfg: ModelConfig, shape: Omit<RunShape, 'k'>, k: number, m: MachineRates, bytesPerWeight = 4,
+  screened = false): number {
   const ar = predictRun(cfg, { ...shape, k: 0 }, m, bytesPerWeight);
-  const pf = predictRun(cfg, { ...shape, k }, m, bytesPerWeight);
+  const pf = predictRun(cfg, { ...shape, k }, m, bytesPerWeight, screened);
   return ar.seconds / pf.seconds;
 }
