@@ -576,24 +576,25 @@ static napi_value js_select_pflm(napi_env env, napi_callback_info info) {
   return c.failed ? NULL : undef(env);
 }
 
-// screenPrepare(w: Float32Array [N*K], N, K, wb: Uint16Array [N*stride], norms: Float32Array [N]) -> boolean: the bf16
-// copy and row norms the screened selection reads (false: this build has no bf16 kernels, or w holds a non-finite).
+// screenPrepare(w: Float32Array [N*K], N, K, wq: Int8Array [N*stride], meta: Float32Array [4*N]) -> boolean: the
+// int8 copy and per-row data the screened selection reads (false: this build has no int8 kernels, or w holds a
+// non-finite value).
 static napi_value js_screen_prepare(napi_env env, napi_callback_info info) {
   call c;
   if (!begin(&c, env, info, "screenPrepare", 5)) return NULL;
   size_t N = dim(&c, 1, "N"), K = dim(&c, 2, "K");
   float *w = f32(&c, 0, "w", N * K, 0);
-  uint16_t *wb = typed_need(&c, 3, "wb", napi_uint16_array, "Uint16Array", N * kf_screen_stride(K), 0);
-  float *norms = f32(&c, 4, "norms", N, 0);
+  int8_t *wq = typed_need(&c, 3, "wq", napi_int8_array, "Int8Array", N * kf_screen_stride(K), 0);
+  float *meta = f32(&c, 4, "meta", 4 * N, 0);
   if (c.failed) return NULL;
   napi_value r;
-  napi_get_boolean(env, N > 0 && K > 0 && kf_screen_prepare(w, N, K, wb, norms), &r);
+  napi_get_boolean(env, N > 0 && K > 0 && kf_screen_prepare(w, N, K, wq, meta), &r);
   return r;
 }
 
-// screenSelect(h [M*K], M, K, N, wb, norms, w [N*K], bias [N] | null, approx [M*N], rowStart: Int32Array [n],
+// screenSelect(h [M*K], M, K, N, wq, meta, w [N*K], bias [N] | null, isum: Int32Array [2*M*N], rowStart: Int32Array [n],
 //              takes: Int32Array [n], counts: Int32Array[] (n, each [N]), lambdas: Float64Array [n], maskIndex, kmax,
-//              out: Int32Array [n*kmax]): the PFLM rule's tokens (selectPflm on h w^T + bias) via the bf16 screen
+//              out: Int32Array [n*kmax]): the PFLM rule's tokens (selectPflm on h w^T + bias) via the int8 screen
 static napi_value js_screen_select(napi_env env, napi_callback_info info) {
   call c;
   if (!begin(&c, env, info, "screenSelect", 16)) return NULL;
@@ -601,13 +602,13 @@ static napi_value js_screen_select(napi_env env, napi_callback_info info) {
   uint32_t n = array_len(&c, 11, "counts");
   double mk = num(&c, 13, "maskIndex");
   float *h = f32(&c, 0, "h", M * K, 0);
-  uint16_t *wb = typed_need(&c, 4, "wb", napi_uint16_array, "Uint16Array", N * kf_screen_stride(K), 0);
-  float *norms = f32(&c, 5, "norms", N, 0), *w = f32(&c, 6, "w", N * K, 0), *bias = f32(&c, 7, "bias", N, 1);
-  float *approx = f32(&c, 8, "approx", M * N, 0);
+  int8_t *wq = typed_need(&c, 4, "wq", napi_int8_array, "Int8Array", N * kf_screen_stride(K), 0);
+  float *meta = f32(&c, 5, "meta", 4 * N, 0), *w = f32(&c, 6, "w", N * K, 0), *bias = f32(&c, 7, "bias", N, 1);
+  int32_t *isum = i32(&c, 8, "isum", 2 * M * N);
   int32_t *rowStart = i32(&c, 9, "rowStart", n), *takes = i32(&c, 10, "takes", n), *out = i32(&c, 15, "out", (size_t)n * kmax);
   double *lams = f64(&c, 12, "lambdas", n);
   if (c.failed) return NULL;
-  if (!kf_screen_supported()) failf(&c, "this build has no bf16 kernels (check screenSupported first)");
+  if (!kf_screen_supported()) failf(&c, "this build has no int8 screen kernels (check screenSupported first)");
   else if (N < 1 || K < 1) failf(&c, "N and K must be >= 1");
   else if (mk != floor(mk) || mk < -2147483648.0 || mk > 2147483647.0) failf(&c, "maskIndex must be a 32-bit integer");
   for (uint32_t i = 0; i < n && !c.failed; i++) {
@@ -627,7 +628,7 @@ static napi_value js_screen_select(napi_env env, napi_callback_info info) {
     for (uint32_t q = 0; q < i && !c.failed; q++)
       if (counts[i] == counts[q]) failf(&c, "counts[%u] and counts[%u] are the same array", q, i);
   if (!c.failed)
-    kf_screen_select(h, M, K, N, wb, norms, w, bias, approx, rowStart, takes, counts, lams, n, (int32_t)mk, kmax, out);
+    kf_screen_select(h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lams, n, (int32_t)mk, kmax, out);
   free(counts);
   return c.failed ? NULL : undef(env);
 }

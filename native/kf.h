@@ -97,18 +97,19 @@ void kf_select_pflm(float *const *blocks, int32_t *const *counts, const int32_t 
 // One slot of that rule on a full row (sets the mask logit): the token, or -1 for a row argmax_f32 rejects.
 int32_t kf_pflm_slot(float *row, size_t V, const int32_t *cnt, double lambda, int32_t maskIndex);
 
-// ---- screened PFLM selection (screen.c): the same tokens from a bf16 copy of the output layer ----------------------
-// 1 when this build has the bf16 dot-product kernels (AVX512_BF16).
+// ---- screened PFLM selection (screen.c): the same tokens from an int8 copy of the output layer -------------------
+// 1 when this build has the int8 dot-product kernels (AVX512_VNNI).
 int kf_screen_supported(void);
-// Row stride of the bf16 copy (K rounded up to 32).
+// Row stride of the int8 copy (K rounded up to 64).
 size_t kf_screen_stride(size_t K);
-// wb[N, stride] = bf16(w) (zero-padded), norms[n] >= ||w_n||; 0 when unsupported or a weight is not finite.
-int kf_screen_prepare(const float *w, size_t N, size_t K, uint16_t *wb, float *norms);
+// wq[N, stride] = int8 copy of w (zero-padded); meta[4][N] = per row its scale, upper bounds of its L1 norm and of its
+// quantisation residual's L2 norm, and the sum of its int8 values; 0 when unsupported or a weight is not finite.
+int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *meta);
 // Sequence i's slots s < takes[i] use rows rowStart[i] + s of h [M, K] (the output layer's input) and get the tokens
 // kf_select_pflm gives on the full logits h w^T + bias with counts[i] and lambdas[i] (out[i * kmax + s]; counts left
-// as found; -2 when out of memory). approx: [M, N] scratch.
-void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const uint16_t *wb, const float *norms,
-                      const float *w, const float *bias, float *approx, const int32_t *rowStart, const int32_t *takes,
+// as found; -2 when out of memory). isum: [M, N, 2] scratch.
+void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t *wq, const float *meta,
+                      const float *w, const float *bias, int32_t *isum, const int32_t *rowStart, const int32_t *takes,
                       int32_t *const *counts, const double *lambdas, size_t nseq, int32_t maskIndex, size_t kmax,
                       int32_t *out);
 

@@ -1,24 +1,26 @@
 // Screened PFLM token selection: the exact tokens of the PFLM rule (argmax of the penalised logits, KFORCING.md
 // section 6) without computing every logit of the output layer exactly.
 //
-// A PFLM decodes by argmax, so only the logits that could be the maximum need their exact value. A bf16 copy of the
-// output weights (half the bytes of the fp32 matrix, which is ~30% of the official model's weights) gives every
-// logit to within a proven bound; the logits whose upper bound reaches the best lower bound are the candidates, and
-// only those are recomputed with kf_linear on the fp32 weights (same bits as the full layer: kf_linear's outputs do
-// not depend on which rows share a call). An AR model sampling at a temperature needs every exact logit (the softmax
-// normaliser), so this is the PFLM's alone.
+// A PFLM decodes by argmax, so only the logits that could be the maximum need their exact value. An int8 copy of the
+// output weights (a quarter of the bytes of the fp32 matrix, which is ~30% of the official model's weights) gives
+// every logit to within a proven bound; the logits whose upper bound reaches the best lower bound are the
+// candidates, and only those are recomputed with kf_linear on the fp32 weights (same bits as the full layer:
+// kf_linear's outputs do not depend on which rows share a call). An AR model sampling at a temperature needs every
+// exact logit (the softmax normaliser), so this is the PFLM's alone.
 //
-// The bound. For a row h and weight row w (K terms) the approximate logit A = bf16dot(h, w) + b and the exact one
-// L = fp32 kernel dot(h, w) + b differ by at most
-//   |hb wb - h w| summed: (2^-8 + 2^-18) S      (bf16 round-to-nearest of h and of w, relative error 2^-9 each)
-//   + the rounding of both accumulations:       about 2 * 53 * 2^-24 S (<= 48 products and a 4-level tree a lane)
-//   + the final bias add:                         2^-24 (S + |b|)
-// with S = sum |h_k w_k| <= ||h|| ||w|| (Cauchy-Schwarz). E = 1.05 * 2^-8 ||h|| ||w|| + 2^-22 |b| + 1e-30 covers
-// these (the 5% covers the small terms many times over; the absolute term covers bf16 products flushed to zero).
-// The penalised value P = fround(L - p) (p = fround(lambda * count) when the token was counted) is monotone in L;
-// with lo/hi = A -+ E - p, widened by 2^-22 (|A| + E + p) for the float roundings, every token outside
-// {v : hi_v >= max_u lo_u} has P_v < P of the best token, strictly: it can neither win nor tie. The candidates are
-// then ranked exactly as sample.c's penalised_argmax ranks a full row (first maximum in vocabulary order).
+// The approximation. Weight row w is stored as q = round(w / s_w) (|q| <= 127, s_w = max|w| / 127) and h, at run
+// time, in two int8 parts: q1 = round(h / s_h) (s_h = max|h| / 127) and q2 = round((h - s_h q1) / (s_h / 256)), so
+// h^ = s_h (q1 + q2 / 256) is within s_h / 256 of h elementwise. The dot products of q with q1 and q2 are exact
+// integers (VNNI u8 x s8 dot products into int32), so h^.w^ (w^ = s_w q) is known to double precision, and
+//   |h.w - h^.w^| <= |(h - h^).w| + |h^.(w - w^)| <= (s_h / 256) ||w||_1 + min((s_w / 2) ||h^||_1, ||h^||_2 ||w - w^||_2)
+// (elementwise bounds, or Cauchy-Schwarz with the residual norm stored per row). The exact kernel's own rounding (<= 48
+// FMA roundings a lane, a 4-level tree, the bias add) adds at most 2^-18 (max|h| ||w||_1 + |b|). E = 1.0001 times the
+// first bound plus the second plus 1e-30 bounds |A - L| between A = h^.w^ + b and the logit L the full layer
+// computes (the 0.0001 and the absolute term cover the double arithmetic here). The penalised value
+// P = fround(L - p) (p = fround(lambda * count) when the token was counted) is monotone in L; with lo/hi = A -+ E - p,
+// widened by 2^-22 (|A| + E + p) for the float roundings, every token outside {v : hi_v >= max_u lo_u} has P_v < P of
+// the best token, strictly: it can neither win nor tie. The candidates are then ranked exactly as sample.c's
+// penalised_argmax ranks a full row (first maximum in vocabulary order).
 //
 // Rows whose h is not finite, whose bound could overflow, or that keep more than SCREEN_CAP candidates get the full
 // fp32 row and kf_pflm_slot (sample.c), as without screening.
@@ -31,7 +33,7 @@
 #include "kf.h"
 #include "simd.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define KF_SCREEN 1
 #else
 #define KF_SCREEN 0
@@ -41,21 +43,13 @@
 
 int kf_screen_supported(void) { return KF_SCREEN; }
 
-size_t kf_screen_stride(size_t K) { return (K + 31) / 32 * 32; }
+size_t kf_screen_stride(size_t K) { return (K + 63) / 64 * 64; }
 
-// float -> bf16, round to nearest even (finite inputs).
-static inline uint16_t to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-
-// ---- preparation: bf16 copy (rows zero-padded to a multiple of 32) and an upper bound of every row's norm -------------
+// ---- preparation: int8 rows (zero-padded to a multiple of 64); per row its scale, an L1 norm bound and sum of q ---
 typedef struct {
   const float *w;
-  uint16_t *wb;
-  float *norms;
+  int8_t *wq;
+  float *meta; // [4][N]: s_w, upper bounds of ||w||_1 and of ||w - s_w q||_2, sum of q (an integer)
   size_t N, K, Kp;
   atomic_size_t next;
   atomic_int bad;
@@ -70,70 +64,107 @@ static void prep_task(void *p, int tid, int nt) {
     const size_t n1 = (b + 1) * 256 < j->N ? (b + 1) * 256 : j->N;
     for (size_t n = b * 256; n < n1; n++) {
       const float *w = j->w + n * j->K;
-      uint16_t *o = j->wb + n * j->Kp;
-      double s = 0;
+      int8_t *q = j->wq + n * j->Kp;
+      double mx = 0, l1 = 0;
       for (size_t k = 0; k < j->K; k++) {
         if (!isfinite(w[k])) atomic_store(&j->bad, 1);
-        s += (double)w[k] * w[k];
-        o[k] = to_bf16(w[k]);
+        const double a = fabs((double)w[k]);
+        if (a > mx) mx = a;
+        l1 += a;
       }
-      for (size_t k = j->K; k < j->Kp; k++) o[k] = 0;
-      j->norms[n] = nextafterf((float)(sqrt(s) * (1 + 1e-9)), INFINITY);
+      const float sw = (float)(mx / 127);
+      long sum = 0;
+      double r2 = 0;
+      for (size_t k = 0; k < j->K; k++) {
+        double r = sw > 0 ? nearbyint((double)w[k] / sw) : 0;
+        r = r > 127 ? 127 : r < -127 ? -127 : r;
+        q[k] = (int8_t)r;
+        sum += (long)r;
+        const double d = (double)w[k] - (double)sw * r; // exact: sw * r has at most 31 significant bits
+        r2 += d * d;
+      }
+      for (size_t k = j->K; k < j->Kp; k++) q[k] = 0;
+      j->meta[n] = sw;
+      j->meta[j->N + n] = nextafterf((float)(l1 * (1 + 1e-9)), INFINITY);
+      j->meta[2 * j->N + n] = nextafterf((float)(sqrt(r2) * (1 + 1e-9)), INFINITY);
+      j->meta[3 * j->N + n] = (float)sum; // |sum| <= 127 K: exact in float for K < 2^17
     }
   }
 }
 
-int kf_screen_prepare(const float *w, size_t N, size_t K, uint16_t *wb, float *norms) {
-  if (!KF_SCREEN) return 0;
-  prep_job j = {w, wb, norms, N, K, kf_screen_stride(K), 0, 0};
+int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *meta) {
+  if (!KF_SCREEN || K >= (1u << 17)) return 0;
+  prep_job j = {w, wq, meta, N, K, kf_screen_stride(K), 0, 0};
   kf_parallel(prep_task, &j, KF_THREADS);
   return !atomic_load(&j.bad);
 }
 
 #if KF_SCREEN
-// ---- approximate logits: out[M, N] = bf16(h) . wb (no bias) ----------------------------------------------------------
-// Threads take blocks of SB weight rows; every group of 4 h rows walks the block with a 4 x 4 tile (the first group
-// streams it from DRAM with software prefetch, the others find it in L2).
+// ---- approximate logits: isum[M, N, 2] = sum_k (q1 + 128) q and sum_k (q2 + 128) q (u8 x s8 dot products; the 128
+// offsets are taken out later). Threads take blocks of SB weight rows; every group of 4 h rows walks the block with a
+// 4 rows x 2 parts x 2 weight rows tile (the first group streams it from DRAM with software prefetch, the others find
+// it in L2).
 #define SB 96
 typedef struct {
-  const uint16_t *xb, *wb;
-  float *out;
-  size_t M, N, Kp;
+  const uint8_t *xq; // [M][2][Kp]
+  const int8_t *wq;
+  int32_t *out;
+  size_t M, N, Kp, pf; // pf: software prefetch distance in bytes along each weight row
   atomic_size_t next;
 } approx_job;
+
+// One level of simd.h's reduction tree on int32 lanes (integer adds are exact, so any order would do; this one keeps
+// lane a of the final result = the sum of accumulator a).
+KF_INLINE __m512i ilvl(__m512i a, __m512i b, int lvl) {
+  const __m512 x = _mm512_castsi512_ps(a), y = _mm512_castsi512_ps(b);
+  __m512 lo, hi;
+  switch (lvl) {
+  case 1: lo = _mm512_shuffle_f32x4(x, y, 0x44); hi = _mm512_shuffle_f32x4(x, y, 0xEE); break;
+  case 2: lo = _mm512_shuffle_f32x4(x, y, 0x88); hi = _mm512_shuffle_f32x4(x, y, 0xDD); break;
+  case 3: lo = _mm512_shuffle_ps(x, y, 0x44); hi = _mm512_shuffle_ps(x, y, 0xEE); break;
+  default: lo = _mm512_shuffle_ps(x, y, 0x88); hi = _mm512_shuffle_ps(x, y, 0xDD); break;
+  }
+  return _mm512_add_epi32(_mm512_castps_si512(lo), _mm512_castps_si512(hi));
+}
 
 static void approx_task(void *p, int tid, int nt) {
   (void)tid;
   (void)nt;
   approx_job *j = p;
   const size_t Kp = j->Kp, N = j->N, M = j->M;
+  const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   size_t b;
   while ((b = atomic_fetch_add(&j->next, 1)) < (N + SB - 1) / SB) {
     const size_t n0 = b * SB, n1 = n0 + SB < N ? n0 + SB : N;
     for (size_t m0 = 0; m0 < M; m0 += 4) {
-      const uint16_t *x[4];
-      for (int m = 0; m < 4; m++) x[m] = j->xb + (m0 + m < M ? m0 + m : M - 1) * Kp;
-      for (size_t n = n0; n < n1; n += 4) {
-        const uint16_t *w[4];
-        for (int i = 0; i < 4; i++) w[i] = j->wb + (n + i < n1 ? n + i : n1 - 1) * Kp;
-        __m512 acc[16];
-        for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
-        for (size_t k = 0; k < Kp; k += 32) {
-          __m512i wv[4];
-          for (int i = 0; i < 4; i++) {
-            wv[i] = _mm512_loadu_si512(w[i] + k);
-            if (m0 == 0) _mm_prefetch((const char *)(w[i] + k) + 8192, _MM_HINT_T0);
+      const uint8_t *x[8]; // (row, part) = 2 * r + part; rows past M repeat the last one (computed, not stored)
+      for (int r = 0; r < 4; r++)
+        for (int part = 0; part < 2; part++) x[2 * r + part] = j->xq + ((m0 + r < M ? m0 + r : M - 1) * 2 + part) * Kp;
+      for (size_t n = n0; n < n1; n += 2) {
+        const int8_t *w0 = j->wq + n * Kp, *w1 = j->wq + (n + 1 < n1 ? n + 1 : n) * Kp;
+        __m512i acc[16];
+        for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_si512();
+        for (size_t k = 0; k < Kp; k += 64) {
+          const __m512i wv0 = _mm512_loadu_si512(w0 + k), wv1 = _mm512_loadu_si512(w1 + k);
+          if (m0 == 0) {
+            _mm_prefetch((const char *)(w0 + k) + j->pf, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + k) + j->pf, _MM_HINT_T0);
           }
-          for (int m = 0; m < 4; m++) {
-            const __m512i xv = _mm512_loadu_si512(x[m] + k);
-            for (int i = 0; i < 4; i++) acc[m * 4 + i] = _mm512_dpbf16_ps(acc[m * 4 + i], (__m512bh)xv, (__m512bh)wv[i]);
+          for (int xp = 0; xp < 8; xp++) {
+            const __m512i xv = _mm512_loadu_si512(x[xp] + k);
+            acc[2 * xp] = _mm512_dpbusd_epi32(acc[2 * xp], xv, wv0);
+            acc[2 * xp + 1] = _mm512_dpbusd_epi32(acc[2 * xp + 1], xv, wv1);
           }
         }
-        float s[16];
-        _mm512_storeu_ps(s, kf_reduce16(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8],
-                                        acc[9], acc[10], acc[11], acc[12], acc[13], acc[14], acc[15]));
-        for (int m = 0; m < 4 && m0 + m < M; m++)
-          for (int i = 0; i < 4 && n + i < n1; i++) j->out[(m0 + m) * N + n + i] = s[m * 4 + i];
+        __m512i l1[8], l2[4], l3[2];
+        for (int a = 0; a < 8; a++) l1[a] = ilvl(acc[2 * a], acc[2 * a + 1], 1);
+        for (int a = 0; a < 4; a++) l2[a] = ilvl(l1[2 * a], l1[2 * a + 1], 2);
+        for (int a = 0; a < 2; a++) l3[a] = ilvl(l2[2 * a], l2[2 * a + 1], 3);
+        int32_t s[16];
+        _mm512_storeu_si512(s, _mm512_permutexvar_epi32(perm, ilvl(l3[0], l3[1], 4)));
+        for (int r = 0; r < 4 && m0 + r < M; r++)
+          for (int part = 0; part < 2; part++)
+            for (int i = 0; i < 2 && n + i < n1; i++) j->out[((m0 + r) * N + n + i) * 2 + part] = s[(2 * r + part) * 2 + i];
       }
     }
   }
@@ -141,7 +172,10 @@ static void approx_task(void *p, int tid, int nt) {
 
 // ---- selection ------------------------------------------------------------------------------------------------------
 typedef struct {
-  const float *h, *approx, *w, *bias, *norms;
+  const float *h, *w, *bias;
+  const float *sw, *wl1, *wr2, *wsum; // meta: per weight row s_w, bounds of ||w||_1 and ||w - w^||_2, sum of q
+  const int32_t *isum; // [M][N][2]
+  const double *hq; // per h row: s_h, ||h^||_1, ||h^||_2, max|h| (s_h < 0: the row is not finite)
   size_t K, N;
   const int32_t *rowStart, *takes;
   int32_t *const *counts;
@@ -183,21 +217,24 @@ static inline float penalised(float l, int32_t cnt, double lambda) {
   return (float)((double)l - (double)(float)((double)lam * (double)cnt));
 }
 
+#define C2 (1.0 / 4194304.0) // 2^-22
+#define C18 (1.0 / 262144.0) // 2^-18
+
 typedef struct {
-  double c1hn, plam; // 1.05 * 2^-8 * ||h||, fround(lambda) (0: no penalty)
+  double sh, hl1, hl2, hmax, plam; // s_h, ||h^||_1, ||h^||_2, max|h|, fround(lambda) (0: no penalty)
 } slot_consts;
 
-#define C2 (1.0 / 4194304.0) // 2^-22
-
 // Bounds of token v's penalised value (scalar form; the vector loop below computes the same for uncounted tokens).
-static inline void bounds1(const sel_job *j, const slot_consts *sc, const float *approx, const int32_t *cnt, size_t v,
+static inline void bounds1(const sel_job *j, const slot_consts *sc, const int32_t *isum, const int32_t *cnt, size_t v,
                            double *lo, double *hi) {
   if ((int32_t)v == j->maskIndex) {
     *lo = *hi = penalised(-1000.0f, cnt[v], sc->plam);
     return;
   }
-  const double b = j->bias ? j->bias[v] : 0, a = (double)approx[v] + b;
-  const double e = sc->c1hn * j->norms[v] + C2 * fabs(b) + 1e-30;
+  const double b = j->bias ? j->bias[v] : 0, sw = j->sw[v], l1 = j->wl1[v], off = 128.0 * (double)j->wsum[v];
+  const double a = sc->sh * sw * (((double)isum[2 * v] - off) + ((double)isum[2 * v + 1] - off) * (1.0 / 256)) + b;
+  const double t2 = fmin(0.5 * sw * sc->hl1, sc->hl2 * (double)j->wr2[v]);
+  const double e = 1.0001 * (sc->sh * (1.0 / 256) * l1 + t2) + C18 * (sc->hmax * l1 + fabs(b)) + 1e-30;
   const double p = cnt[v] && sc->plam != 0 ? (double)(float)(sc->plam * (double)cnt[v]) : 0;
   const double w = C2 * (fabs(a) + e + p);
   *lo = a - e - p - w;
@@ -205,14 +242,11 @@ static inline void bounds1(const sel_job *j, const slot_consts *sc, const float 
 }
 
 // One slot: the token for row h (exact penalised argmax over the whole vocabulary).
-static int32_t screened_slot(const sel_job *j, const float *h, const float *approx, const int32_t *cnt,
-                             double lambda) {
+static int32_t screened_slot(const sel_job *j, const float *h, const double *hq, const int32_t *isum,
+                             const int32_t *cnt, double lambda) {
   const size_t K = j->K, N = j->N;
-  double hn = 0;
-  for (size_t k = 0; k < K; k++) hn += (double)h[k] * h[k];
-  hn = sqrt(hn) * (1 + 1e-9);
-  const slot_consts sc = {1.05 / 256.0 * hn, lambda == 0 ? 0 : (double)(float)lambda};
-  int full = !isfinite(hn) || !scratch(N, K);
+  const slot_consts sc = {hq[0], hq[1], hq[2], hq[3], lambda == 0 ? 0 : (double)(float)lambda};
+  int full = !(sc.sh >= 0) || !scratch(N, K);
   // One pass: tau = the best lower bound so far (lane-wise in the vector part, which only makes the test looser);
   // every token whose upper bound reaches it is kept with that bound, and the list is cut to the final tau below.
   double tau = -INFINITY, big = 0;
@@ -220,8 +254,12 @@ static int32_t screened_slot(const sel_job *j, const float *h, const float *appr
   if (!full) {
     size_t v = 0;
     __m512d tv = _mm512_set1_pd(-INFINITY), bigv = _mm512_setzero_pd();
-    const __m512d c1 = _mm512_set1_pd(sc.c1hn), c2 = _mm512_set1_pd(C2), tiny = _mm512_set1_pd(1e-30);
+    const __m512d sh = _mm512_set1_pd(sc.sh), sh256 = _mm512_set1_pd(sc.sh / 256), hl1h = _mm512_set1_pd(0.5 * sc.hl1);
+    const __m512d hl2 = _mm512_set1_pd(sc.hl2), hmax18 = _mm512_set1_pd(C18 * sc.hmax), c1 = _mm512_set1_pd(1.0001);
+    const __m512d c2 = _mm512_set1_pd(C2), c18 = _mm512_set1_pd(C18), inv256 = _mm512_set1_pd(1.0 / 256);
+    const __m512d tiny = _mm512_set1_pd(1e-30), k128 = _mm512_set1_pd(128.0);
     const __m512i iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     for (; v + 8 <= N; v += 8) {
       const __mmask8 counted = _mm256_test_epi32_mask(_mm256_loadu_si256((const __m256i *)(cnt + v)),
                                                       _mm256_set1_epi32(-1));
@@ -229,7 +267,7 @@ static int32_t screened_slot(const sel_job *j, const float *h, const float *appr
       if (counted || has_mask) {
         for (size_t q = v; q < v + 8; q++) {
           double lo, hi;
-          bounds1(j, &sc, approx, cnt, q, &lo, &hi);
+          bounds1(j, &sc, isum, cnt, q, &lo, &hi);
           if (lo > tau) tau = lo;
           if (fabs(hi) > big) big = fabs(hi);
           if (hi >= tau) {
@@ -239,24 +277,36 @@ static int32_t screened_slot(const sel_job *j, const float *h, const float *appr
         }
         continue;
       }
+      // the same operations as bounds1, 8 tokens at a time
       const __m512d b = j->bias ? _mm512_cvtps_pd(_mm256_loadu_ps(j->bias + v)) : _mm512_setzero_pd();
-      const __m512d a = _mm512_add_pd(_mm512_cvtps_pd(_mm256_loadu_ps(approx + v)), b);
-      const __m512d e = _mm512_add_pd(_mm512_add_pd(_mm512_mul_pd(c1, _mm512_cvtps_pd(_mm256_loadu_ps(j->norms + v))),
-                                                    _mm512_mul_pd(c2, _mm512_abs_pd(b))), tiny);
+      const __m512d sw = _mm512_cvtps_pd(_mm256_loadu_ps(j->sw + v)), l1 = _mm512_cvtps_pd(_mm256_loadu_ps(j->wl1 + v));
+      const __m512d r2 = _mm512_cvtps_pd(_mm256_loadu_ps(j->wr2 + v));
+      const __m512i pair = _mm512_permutexvar_epi32(even, _mm512_loadu_si512(isum + 2 * v)); // parts 1 | parts 2
+      const __m512d i1 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(pair));
+      const __m512d i2 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(pair, 1));
+      const __m512d off = _mm512_mul_pd(k128, _mm512_cvtps_pd(_mm256_loadu_ps(j->wsum + v)));
+      const __m512d a = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(sh, sw),
+                                                    _mm512_add_pd(_mm512_sub_pd(i1, off), _mm512_mul_pd(_mm512_sub_pd(i2, off), inv256))), b);
+      const __m512d t2 = _mm512_min_pd(_mm512_mul_pd(hl1h, sw), _mm512_mul_pd(hl2, r2));
+      const __m512d e = _mm512_add_pd(
+          _mm512_add_pd(_mm512_mul_pd(c1, _mm512_add_pd(_mm512_mul_pd(sh256, l1), t2)),
+                        _mm512_add_pd(_mm512_mul_pd(hmax18, l1), _mm512_mul_pd(c18, _mm512_abs_pd(b)))),
+          tiny);
       const __m512d w = _mm512_mul_pd(c2, _mm512_add_pd(_mm512_abs_pd(a), e));
       const __m512d lo = _mm512_sub_pd(_mm512_sub_pd(a, e), w), hi = _mm512_add_pd(_mm512_add_pd(a, e), w);
       tv = _mm512_max_pd(tv, lo);
       bigv = _mm512_max_pd(bigv, _mm512_abs_pd(hi));
       const __mmask8 keep = _mm512_cmp_pd_mask(hi, tv, _CMP_GE_OQ) | _mm512_cmp_pd_mask(hi, _mm512_set1_pd(tau), _CMP_GE_OQ);
       if (keep) {
-        _mm256_mask_compressstoreu_epi32(t_cand + nc, keep, _mm512_cvtepi64_epi32(_mm512_add_epi64(iota, _mm512_set1_epi64((long long)v))));
+        _mm256_mask_compressstoreu_epi32(t_cand + nc, keep,
+                                         _mm512_cvtepi64_epi32(_mm512_add_epi64(iota, _mm512_set1_epi64((long long)v))));
         _mm512_mask_compressstoreu_pd(t_hi + nc, keep, hi);
         nc += (size_t)__builtin_popcount(keep);
       }
     }
     for (; v < N; v++) {
       double lo, hi;
-      bounds1(j, &sc, approx, cnt, v, &lo, &hi);
+      bounds1(j, &sc, isum, cnt, v, &lo, &hi);
       if (lo > tau) tau = lo;
       if (fabs(hi) > big) big = fabs(hi);
       if (hi >= tau) {
@@ -313,7 +363,7 @@ static void sel_task(void *p, int tid, int nt) {
     int32_t s;
     for (s = 0; s < j->takes[i]; s++) {
       const size_t r = (size_t)j->rowStart[i] + (size_t)s;
-      const int32_t t = screened_slot(j, j->h + r * j->K, j->approx + r * j->N, cnt, j->lambdas[i]);
+      const int32_t t = screened_slot(j, j->h + r * j->K, j->hq + 4 * r, j->isum + 2 * r * j->N, cnt, j->lambdas[i]);
       o[s] = t;
       if (t < 0) break;
       cnt[t]++; // later slots of the block see this choice; undone below (the caller records it)
@@ -323,28 +373,58 @@ static void sel_task(void *p, int tid, int nt) {
 }
 #endif
 
-void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const uint16_t *wb, const float *norms,
-                      const float *w, const float *bias, float *approx, const int32_t *rowStart, const int32_t *takes,
+void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t *wq, const float *meta,
+                      const float *w, const float *bias, int32_t *isum, const int32_t *rowStart, const int32_t *takes,
                       int32_t *const *counts, const double *lambdas, size_t nseq, int32_t maskIndex, size_t kmax,
                       int32_t *out) {
 #if KF_SCREEN
+  // h rows quantised in two int8 parts, offset to unsigned (u8 x s8 products); per row s_h, ||h^||_1, ||h^||_2, max|h|.
   const size_t Kp = kf_screen_stride(K);
-  uint16_t *xb = aligned_alloc(64, (M * Kp * sizeof(uint16_t) + 63) / 64 * 64);
-  if (!xb) {
+  uint8_t *xq = aligned_alloc(64, (M * 2 * Kp + 63) / 64 * 64);
+  double *hq = malloc((M ? M : 1) * 4 * sizeof(double));
+  if (!xq || !hq) {
+    free(xq);
+    free(hq);
     for (size_t i = 0; i < nseq * kmax; i++) out[i] = -2;
     return;
   }
   for (size_t m = 0; m < M; m++) {
-    for (size_t k = 0; k < K; k++) xb[m * Kp + k] = isfinite(h[m * K + k]) ? to_bf16(h[m * K + k]) : 0;
-    for (size_t k = K; k < Kp; k++) xb[m * Kp + k] = 0;
+    const float *x = h + m * K;
+    uint8_t *x1 = xq + m * 2 * Kp, *x2 = x1 + Kp;
+    double mx = 0;
+    int finite = 1;
+    for (size_t k = 0; k < K; k++) {
+      if (!isfinite(x[k])) finite = 0;
+      else if (fabs((double)x[k]) > mx) mx = fabs((double)x[k]);
+    }
+    const double s = (double)(float)(mx / 127);
+    double l1 = 0, l2 = 0;
+    for (size_t k = 0; k < K; k++) {
+      double q1 = finite && s > 0 ? nearbyint((double)x[k] / s) : 0;
+      q1 = q1 > 127 ? 127 : q1 < -127 ? -127 : q1;
+      double q2 = finite && s > 0 ? nearbyint(((double)x[k] - s * q1) / (s / 256)) : 0;
+      q2 = q2 > 127 ? 127 : q2 < -127 ? -127 : q2;
+      x1[k] = (uint8_t)(q1 + 128);
+      x2[k] = (uint8_t)(q2 + 128);
+      const double hh = s * (q1 + q2 / 256); // h^: exact (few significant bits)
+      l1 += fabs(hh);
+      l2 += hh * hh;
+    }
+    for (size_t k = K; k < Kp; k++) x1[k] = x2[k] = 128; // q = 0 (the weights' padding is 0 too)
+    hq[4 * m] = finite ? s : -1;
+    hq[4 * m + 1] = l1 * (1 + 1e-12);
+    hq[4 * m + 2] = sqrt(l2) * (1 + 1e-12);
+    hq[4 * m + 3] = mx;
   }
-  approx_job aj = {xb, wb, approx, M, N, Kp, 0};
+  approx_job aj = {xq, wq, isum, M, N, Kp, 4096, 0}; // prefetch 4 KB ahead: 2, 8 and 16 KB measured slower
   kf_parallel(approx_task, &aj, KF_THREADS);
-  free(xb);
-  sel_job sj = {h, approx, w, bias, norms, K, N, rowStart, takes, counts, lambdas, maskIndex, out, kmax, nseq, 0};
+  free(xq);
+  sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, isum, hq, K, N, rowStart, takes, counts,
+                lambdas, maskIndex, out, kmax, nseq, 0};
   kf_parallel(sel_task, &sj, nseq >= 2 ? KF_THREADS : 1);
+  free(hq);
 #else
-  (void)h; (void)M; (void)K; (void)N; (void)wb; (void)norms; (void)w; (void)bias; (void)approx; (void)rowStart;
+  (void)h; (void)M; (void)K; (void)N; (void)wq; (void)meta; (void)w; (void)bias; (void)isum; (void)rowStart;
   (void)takes; (void)counts; (void)lambdas; (void)maskIndex;
   for (size_t i = 0; i < nseq * kmax; i++) out[i] = -2;
 #endif

@@ -1,7 +1,7 @@
 // A PFLM step together with the PFLM rule's token choice (selectPflmRows), for callers that want the tokens only
 // (generate, the server). The rule is an argmax, so with the native kernels the step skips the exact output layer:
-// a bf16 copy of its weights (half the bytes of the ~30% of the model it is) bounds every logit, and only the few
-// logits that can still be the maximum are computed exactly (native/screen.c has the proof of the bound). The tokens
+// an int8 copy of its weights (a quarter of the bytes of the ~30% of the model it is) bounds every logit, and only
+// the few logits that can still be the maximum are computed exactly (native/screen.c has the proof of the bound). The tokens
 // are those of step + selectPflmRows, bit for bit; the AR rule (sampling at a temperature) needs every logit and
 // gets no such shortcut. KFORCE_SCREEN=0 turns it off.
 import type { BatchDecoder, SeqId, StepOptions } from '../model/types.ts';
@@ -10,14 +10,14 @@ import { getBackend } from '../tensor/select.ts';
 import { selectPflmRows, type TokenCounts } from './sampling.ts';
 
 interface Prepared {
-  wb: Uint16Array;
-  norms: Float32Array;
+  wq: Int8Array;
+  meta: Float32Array;
 }
 
-// By output weight matrix: its bf16 copy (null: it cannot be screened), made on first use.
+// By output weight matrix: its int8 copy (null: it cannot be screened), made on first use.
 const prepared = new WeakMap<object, Prepared | null>();
-// By decoder: scratch for the approximate logits.
-const approxScratch = new WeakMap<object, Float32Array>();
+// By decoder: scratch for the approximate (integer) logits.
+const approxScratch = new WeakMap<object, Int32Array>();
 
 let kernels: NativeScreen | null | undefined;
 
@@ -27,7 +27,7 @@ function screenKernels(): NativeScreen | null {
   return kernels;
 }
 
-/** Whether this process can screen PFLM output layers at all (native bf16 kernels, KFORCE_SCREEN not 0). */
+/** Whether this process can screen PFLM output layers at all (native int8 kernels, KFORCE_SCREEN not 0). */
 export function screenAvailable(): boolean {
   return screenKernels() !== null;
 }
@@ -40,17 +40,17 @@ function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
   if (p === undefined) {
     const N = decoder.config.vocabSize, K = decoder.config.hiddenSize;
     const n = N * k.stride(K);
-    const buf = alignedFloat32(Math.ceil(n / 2)); // cache-line aligned, like the model's own weights
-    const wb = new Uint16Array(buf.buffer, buf.byteOffset, n);
-    const norms = new Float32Array(N);
-    p = k.prepare(w, N, K, wb, norms) ? { wb, norms } : null;
+    const buf = alignedFloat32(Math.ceil(n / 4)); // cache-line aligned, like the model's own weights
+    const wq = new Int8Array(buf.buffer, buf.byteOffset, n);
+    const meta = new Float32Array(4 * N);
+    p = k.prepare(w, N, K, wq, meta) ? { wq, meta } : null;
     prepared.set(w, p);
   }
   return p;
 }
 
-/** Whether stepSelectPflm skips the exact output layer for this decoder (native bf16 kernels, float32 PFLM with
- * finite output weights, KFORCE_SCREEN not 0). Prepares the bf16 copy on first call (~77 MB for the official
+/** Whether stepSelectPflm skips the exact output layer for this decoder (native int8 kernels, float32 PFLM with
+ * finite output weights, KFORCE_SCREEN not 0). Prepares the int8 copy on first call (~39 MB for the official
  * architecture). */
 export function screensOutput(decoder: BatchDecoder): boolean {
   const k = screenKernels();
@@ -81,10 +81,10 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
   const { rows, slots } = decoder.stepHidden!(ids, opts);
   const { w, bias, maskIndex } = decoder.outputLayer!() as { w: Float32Array; bias: Float32Array; maskIndex: number };
   const M = rows.length / K;
-  let approx = approxScratch.get(decoder);
-  if (!approx || approx.length < M * V) {
-    approx = new Float32Array(M * V);
-    approxScratch.set(decoder, approx);
+  let isum = approxScratch.get(decoder);
+  if (!isum || isum.length < 2 * M * V) {
+    isum = new Int32Array(2 * M * V);
+    approxScratch.set(decoder, isum);
   }
   const S = slots.length;
   const rowStart = new Int32Array(S);
@@ -95,7 +95,7 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
     kmax = Math.max(kmax, slots[i]);
   }
   const out = new Int32Array(S * kmax);
-  k.select(rows, M, K, V, prep.wb, prep.norms, w, bias, approx, rowStart, Int32Array.from(slots),
+  k.select(rows, M, K, V, prep.wq, prep.meta, w, bias, isum, rowStart, Int32Array.from(slots),
     counts.map((c) => c.counts), Float64Array.from(penalties), maskIndex, kmax, out);
   const res: (number[] | Error)[] = new Array<number[] | Error>(S);
   for (let i = 0; i < S; i++) {

@@ -242,8 +242,8 @@ export function speedMarkdown(r: SpeedReport): string {
     'PFLM 2k (k emitted + k noise). Selection time: share of the wall time spent choosing tokens (AR: float64 ' +
     'softmax and inverse CDF over the vocabulary per token; PFLM: penalised argmax per slot), outside the forward passes' +
     (r.screenedOutput
-      ? '; the PFLM picks its tokens inside the step: its output layer is screened (bf16 bounds on every logit, exact ' +
-        'fp32 logits for the candidates only: the same tokens), and the roofline counts the bf16 weights it reads.\n\n'
+      ? '; the PFLM picks its tokens inside the step: its output layer is screened (int8 bounds on every logit, exact ' +
+        'fp32 logits for the candidates only: the same tokens), and the roofline counts the int8 weights it reads.\n\n'
       : '.\n\n');
   return head + markdownTable(HEADERS, rs);
 }

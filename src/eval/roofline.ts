@@ -5,10 +5,10 @@
 // for every row, attention over the visible keys, the output layer for the rows that need logits (1 per sequence for
 // AR, the k noise rows for the PFLM: its k context rows need none), and the noise encoder for the noise rows.
 // Per step AR feeds 1 token per sequence; the PFLM feeds 2k (the k tokens of the previous block plus k noises).
-// A PFLM step with the screened output layer (src/decode/screen.ts) reads the bf16 copy of the output weights (2 bytes
-// a weight, plus a norm per row) instead of the fp32 matrix, and its dot products run at twice the fp32 rate (two
-// multiply-adds per lane per instruction), so they count as half the FLOPs; the few rows recomputed exactly are
-// left out.
+// A PFLM step with the screened output layer (src/decode/screen.ts) reads the int8 copy of the output weights (1 byte
+// a weight, plus 16 bytes of bounds per row) instead of the fp32 matrix; its dot products (two int8 parts of each
+// activation, 4 multiply-adds per int32 lane per instruction) take half the instructions of the fp32 ones, so they
+// count as half the FLOPs; the few rows recomputed exactly are left out.
 import type { ModelConfig } from '../model/types.ts';
 
 export interface MachineRates {
@@ -54,7 +54,7 @@ export interface StepCost {
 
 /**
  * Bytes moved and FLOPs of one step. `bytesPerWeight` is the storage width of the weights (4 for float32);
- * activations and the cache are float32. `screened`: a PFLM step's output layer is the bf16 screen.
+ * activations and the cache are float32. `screened`: a PFLM step's output layer is the int8 screen.
  */
 export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, screened = false): StepCost {
   const D = cfg.hiddenSize;
@@ -67,8 +67,8 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, scr
   const screen = screened && s.noise > 0 && outRows > 0;
   let weightParams = p.blocks + (outRows > 0 && !screen ? p.output : 0) + (s.noise > 0 ? p.noiseEncoder : 0);
   weightParams += s.batch * s.newContext * D; // gathered embedding rows only
-  // the screen: bf16 weights, fp32 bias and final norm, one fp32 norm bound per row
-  const weightBytes = weightParams * bytesPerWeight + (screen ? V * D * 2 + (V + D) * bytesPerWeight + V * 4 : 0);
+  // the screen: int8 weights, fp32 bias and final norm, four fp32 values per row (scale, bounds, sum)
+  const weightBytes = weightParams * bytesPerWeight + (screen ? V * D + (V + D) * bytesPerWeight + V * 16 : 0);
   const keysAfter = s.cached + s.newContext;
   const kvBytes = s.batch * L * keysAfter * 2 * D * 4;
   const kvWrite = s.batch * L * s.newContext * 2 * D * 4;

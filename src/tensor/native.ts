@@ -41,9 +41,9 @@ interface Addon {
     kmax: number, maskIndex: number, out: Int32Array): void;
   exp64(out: Float64Array, x: Float64Array): void;
   screenSupported(): boolean;
-  screenPrepare(w: Float32Array, N: number, K: number, wb: Uint16Array, norms: Float32Array): boolean;
-  screenSelect(h: Float32Array, M: number, K: number, N: number, wb: Uint16Array, norms: Float32Array, w: Float32Array,
-    bias: Float32Array | null, approx: Float32Array, rowStart: Int32Array, takes: Int32Array, counts: Int32Array[],
+  screenPrepare(w: Float32Array, N: number, K: number, wq: Int8Array, meta: Float32Array): boolean;
+  screenSelect(h: Float32Array, M: number, K: number, N: number, wq: Int8Array, meta: Float32Array, w: Float32Array,
+    bias: Float32Array | null, isum: Int32Array, rowStart: Int32Array, takes: Int32Array, counts: Int32Array[],
     lambdas: Float64Array, maskIndex: number, kmax: number, out: Int32Array): void;
   addInPlace(a: Float32Array, b: Float32Array): void;
   scatterRows(dst: Float32Array, dstStride: number, src: Float32Array, srcStride: number, width: number,
@@ -204,20 +204,21 @@ export function nativeSelect(): NativeSelect | null {
 
 /**
  * The screened PFLM selection of the addon (native/screen.c); null when the addon is unavailable or was built
- * without bf16 dot products (AVX512_BF16).
- *  - stride(K): row stride of the bf16 weight copy (K rounded up to 32).
- *  - prepare: wb [N * stride(K)] = bf16 copy of w [N, K], norms [N] = upper bounds of its row norms; false when w
- *    holds a non-finite value (then the screen cannot bound the logits).
+ * without int8 dot products (AVX512_VNNI).
+ *  - stride(K): row stride of the int8 weight copy (K rounded up to 64).
+ *  - prepare: wq [N * stride(K)] = int8 copy of w [N, K], meta [4 * N] = per row its scale, upper bounds of its L1
+ *    norm and of its quantisation residual's L2 norm, and the sum of its int8 values; false when w holds a
+ *    non-finite value (the screen cannot bound the logits).
  *  - select: for sequence i, slots s < takes[i] on rows rowStart[i] + s of h [M, K]: the tokens selectPflm gives on
  *    the logits h w^T + bias (mask logit -1000) with counts[i] and lambdas[i], in out[i * kmax + s]; -1 where that
- *    rule fails on a row (NaN), -2 when memory ran out (later slots unset). counts are left as they were. approx:
- *    [M * N] scratch.
+ *    rule fails on a row (NaN), -2 when memory ran out (later slots unset). counts are left as they were. isum:
+ *    [2 * M * N] scratch.
  */
 export interface NativeScreen {
   stride(K: number): number;
-  prepare(w: Float32Array, N: number, K: number, wb: Uint16Array, norms: Float32Array): boolean;
-  select(h: Float32Array, M: number, K: number, N: number, wb: Uint16Array, norms: Float32Array, w: Float32Array,
-    bias: Float32Array | null, approx: Float32Array, rowStart: Int32Array, takes: Int32Array, counts: Int32Array[],
+  prepare(w: Float32Array, N: number, K: number, wq: Int8Array, meta: Float32Array): boolean;
+  select(h: Float32Array, M: number, K: number, N: number, wq: Int8Array, meta: Float32Array, w: Float32Array,
+    bias: Float32Array | null, isum: Int32Array, rowStart: Int32Array, takes: Int32Array, counts: Int32Array[],
     lambdas: Float64Array, maskIndex: number, kmax: number, out: Int32Array): void;
 }
 
@@ -225,10 +226,10 @@ export function nativeScreen(): NativeScreen | null {
   const { addon } = loadAddon();
   if (!addon || !addon.screenSupported()) return null;
   return {
-    stride: (K) => Math.ceil(K / 32) * 32,
-    prepare: (w, N, K, wb, norms) => addon.screenPrepare(w, N, K, wb, norms),
-    select: (h, M, K, N, wb, norms, w, bias, approx, rowStart, takes, counts, lambdas, maskIndex, kmax, out) =>
-      addon.screenSelect(h, M, K, N, wb, norms, w, bias, approx, rowStart, takes, counts, lambdas, maskIndex, kmax, out),
+    stride: (K) => Math.ceil(K / 64) * 64,
+    prepare: (w, N, K, wq, meta) => addon.screenPrepare(w, N, K, wq, meta),
+    select: (h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, maskIndex, kmax, out) =>
+      addon.screenSelect(h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, maskIndex, kmax, out),
   };
 }
 

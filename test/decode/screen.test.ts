@@ -8,7 +8,7 @@ import { randomModels } from '../../src/eval/random-model.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
 import { nativeScreen } from '../../src/tensor/native.ts';
 
-const skip = nativeScreen() ? false : 'no native bf16 kernels: generation takes the plain path only';
+const skip = nativeScreen() ? false : 'no native int8 screen kernels: generation takes the plain path only';
 const cfg: ModelConfig = { vocabSize: 3001, hiddenSize: 64, nHeads: 4, nBlocks: 2, maskIndex: 3000, maxK: 4, maxSeqLen: 64 };
 const prompts = [[1, 2, 3, 4, 5, 6], [7], [8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]];
 

@@ -29,7 +29,7 @@ test('runSpeedBench: every (batch, k) measured, AR speedup 1, predictions from t
   for (const x of r.results) {
     assert.ok(x.tokensPerSecond > 0 && Number.isFinite(x.tokensPerSecond));
     if (x.k === 0) assert.equal(x.speedup, 1);
-    // the roofline models the PFLM's output layer as the run used it (screened when the native bf16 kernels exist)
+    // the roofline models the PFLM's output layer as the run used it (screened when the native int8 kernels exist)
     const want = x.k === 0 ? 1 : predictSpeedup(cfg, { batch: x.batch, promptLength: 6, newTokens: 7 }, x.k, rates, 4, r.screenedOutput);
     assert.ok(Math.abs(x.predictedSpeedup - want) < 1e-12);
     assert.equal(x.passesPerToken, x.k === 0 ? 1 : Math.ceil(7 / x.k) / 7);

@@ -11,7 +11,7 @@ import { Rng } from '../../src/tensor/rng.ts';
 import { skip } from './helpers.ts';
 
 const screen = nativeScreen();
-const skipScreen = skip || (screen ? false : 'addon built without bf16 kernels (AVX512_BF16)');
+const skipScreen = skip || (screen ? false : 'addon built without int8 dot-product kernels (AVX512_VNNI)');
 
 interface Case {
   N: number;
@@ -45,12 +45,12 @@ function both(c: Case, seed: number): { plain: (number[] | Error)[]; screened: (
     r += takes[i];
   }
   const plain = selectPflmRows(blocks, N, cp, lambdas, maskIndex, takes, 'ts');
-  const wb = new Uint16Array(N * screen!.stride(K));
-  const norms = new Float32Array(N);
-  assert.ok(screen!.prepare(w, N, K, wb, norms));
+  const wq = new Int8Array(N * screen!.stride(K));
+  const meta = new Float32Array(4 * N);
+  assert.ok(screen!.prepare(w, N, K, wq, meta));
   const kmax = Math.max(...takes);
   const out = new Int32Array(takes.length * kmax);
-  screen!.select(h, M, K, N, wb, norms, w, bias, new Float32Array(M * N), rowStart, Int32Array.from(takes),
+  screen!.select(h, M, K, N, wq, meta, w, bias, new Int32Array(2 * M * N), rowStart, Int32Array.from(takes),
     cs.map((t) => t.counts), Float64Array.from(lambdas), maskIndex, kmax, out);
   const screened = takes.map((t, i) => {
     const toks = Array.from(out.subarray(i * kmax, i * kmax + t));
@@ -113,6 +113,35 @@ test('screened selection: exact ties go to the first token, near-ties are decide
     const { plain } = both(c, 1);
     if (lambdas[0] === 0) assert.equal((plain[0] as number[])[0], 900, 'the tie is real: the first tied token wins');
   }
+  // Quantisation errors that all point the same way (h just below half-steps of its int8 grid, a weight row of equal
+  // positive values): the int8 estimate of token 0 is low by the full error bound, token 1's is exact, and token 0
+  // still has the larger logit. A bound that undercounts the activation error would drop token 0.
+  {
+    const K2 = 64;
+    const ha = new Float32Array(K2).fill(10.49);
+    ha[0] = 127; // sets the activation scale to exactly 1
+    const w2 = new Float32Array(3 * K2);
+    w2.fill(0.01, 0, K2); // true logit 0.01 * (127 + 63 * 10.49) = 7.8787
+    w2[K2] = Math.fround(7.85 / 127); // token 1: 7.85, represented exactly by the int8 grid
+    for (const lambdas of [[0], [0.5]]) {
+      const c: Case = { N: 3, K: K2, w: w2, bias: new Float32Array(3), h: ha, takes: [1], lambdas, maskIndex: 2,
+        counts: () => [new TokenCounts(3)] };
+      assertSame(c, 7, 'aligned quantisation errors');
+      assert.deepEqual(both(c, 7).plain[0], [0]);
+    }
+  }
+  // The same for the weights' grid: token 0's weights sit just below half-steps, h is exact on its grid.
+  {
+    const K2 = 64;
+    const w2 = new Float32Array(3 * K2);
+    w2.fill(0.1049, 0, K2);
+    w2[0] = 1.27; // weight scale 0.01; true logit 1.27 + 63 * 0.1049 = 7.8787, the int8 estimate 7.57
+    w2[K2] = 7.85;
+    const c: Case = { N: 3, K: K2, w: w2, bias: new Float32Array(3), h: new Float32Array(K2).fill(1), takes: [1],
+      lambdas: [0], maskIndex: 2, counts: () => [new TokenCounts(3)] };
+    assertSame(c, 8, 'aligned weight quantisation errors');
+    assert.deepEqual(both(c, 8).plain[0], [0]);
+  }
   // Thousands of equal rows: past the candidate cap the full row is ranked instead (same answer).
   const flat = new Float32Array(3000 * K).fill(0.01);
   const cFlat: Case = { N: 3000, K, w: flat, bias: new Float32Array(3000), h: h.slice(0, 2 * K), takes: [2], lambdas: [0.5],
@@ -151,5 +180,5 @@ test('screened selection: the [MASK] token, dominant penalties, NaN rows, non-fi
   // Non-finite weights cannot be bounded: prepare says so.
   const bad = w.slice();
   bad[123] = Infinity;
-  assert.equal(screen!.prepare(bad, N, K, new Uint16Array(N * screen!.stride(K)), new Float32Array(N)), false);
+  assert.equal(screen!.prepare(bad, N, K, new Int8Array(N * screen!.stride(K)), new Float32Array(4 * N)), false);
 });
