@@ -241,6 +241,20 @@ static inline void bounds1(const sel_job *j, const slot_consts *sc, const int32_
   *hi = a + e - p + w;
 }
 
+// Token v through the scan of screened_slot: raises the best lower bound tau and the largest |bound| big, and keeps v
+// (with its upper bound) while that bound reaches tau.
+static inline void scan1(const sel_job *j, const slot_consts *sc, const int32_t *isum, const int32_t *cnt, size_t v,
+                         double *tau, double *big, size_t *nc) {
+  double lo, hi;
+  bounds1(j, sc, isum, cnt, v, &lo, &hi);
+  if (lo > *tau) *tau = lo;
+  if (fabs(hi) > *big) *big = fabs(hi);
+  if (hi >= *tau) {
+    t_cand[*nc] = (int32_t)v;
+    t_hi[(*nc)++] = hi;
+  }
+}
+
 // One slot: the token for row h (exact penalised argmax over the whole vocabulary).
 static int32_t screened_slot(const sel_job *j, const float *h, const double *hq, const int32_t *isum,
                              const int32_t *cnt, double lambda) {
@@ -265,16 +279,7 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
                                                       _mm256_set1_epi32(-1));
       const int has_mask = j->maskIndex >= (int32_t)v && j->maskIndex < (int32_t)(v + 8);
       if (counted || has_mask) {
-        for (size_t q = v; q < v + 8; q++) {
-          double lo, hi;
-          bounds1(j, &sc, isum, cnt, q, &lo, &hi);
-          if (lo > tau) tau = lo;
-          if (fabs(hi) > big) big = fabs(hi);
-          if (hi >= tau) {
-            t_cand[nc] = (int32_t)q;
-            t_hi[nc++] = hi;
-          }
-        }
+        for (size_t q = v; q < v + 8; q++) scan1(j, &sc, isum, cnt, q, &tau, &big, &nc);
         continue;
       }
       // the same operations as bounds1, 8 tokens at a time
@@ -304,16 +309,7 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
         nc += (size_t)__builtin_popcount(keep);
       }
     }
-    for (; v < N; v++) {
-      double lo, hi;
-      bounds1(j, &sc, isum, cnt, v, &lo, &hi);
-      if (lo > tau) tau = lo;
-      if (fabs(hi) > big) big = fabs(hi);
-      if (hi >= tau) {
-        t_cand[nc] = (int32_t)v;
-        t_hi[nc++] = hi;
-      }
-    }
+    for (; v < N; v++) scan1(j, &sc, isum, cnt, v, &tau, &big, &nc);
     const double tvm = _mm512_reduce_max_pd(tv), bm = _mm512_reduce_max_pd(bigv);
     if (tvm > tau) tau = tvm;
     if (bm > big) big = bm;
