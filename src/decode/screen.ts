@@ -14,7 +14,9 @@ interface Prepared {
   meta: Float32Array;
 }
 
-// By output weight matrix: its int8 copy (null: it cannot be screened), made on first use.
+// By decoder: the int8 copy of its output layer (null: it cannot be screened), made on first use. Per decoder, not
+// per weight matrix: a decoder belongs to the weights it started with (its KV cache was computed with them), so a
+// model trained further gets a fresh copy with its next decoder.
 const prepared = new WeakMap<object, Prepared | null>();
 // By decoder: scratch for the approximate (integer) logits.
 const approxScratch = new WeakMap<object, Int32Array>();
@@ -36,7 +38,7 @@ function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
   if (decoder.kind !== 'pflm' || !decoder.stepHidden || !decoder.outputLayer) return null;
   const { w } = decoder.outputLayer();
   if (!(w instanceof Float32Array)) return null;
-  let p = prepared.get(w);
+  let p = prepared.get(decoder);
   if (p === undefined) {
     const N = decoder.config.vocabSize, K = decoder.config.hiddenSize;
     const n = N * k.stride(K);
@@ -44,7 +46,7 @@ function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
     const wq = new Int8Array(buf.buffer, buf.byteOffset, n);
     const meta = new Float32Array(4 * N);
     p = k.prepare(w, N, K, wq, meta) ? { wq, meta } : null;
-    prepared.set(w, p);
+    prepared.set(decoder, p);
   }
   return p;
 }
