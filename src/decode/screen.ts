@@ -21,6 +21,12 @@ const prepared = new WeakMap<object, Prepared | null>();
 // By decoder: scratch for the approximate (integer) logits.
 const approxScratch = new WeakMap<object, Int32Array>();
 
+/** Steps with more noise rows than this compute the full output layer: the screen's int8 pass and per-slot scan
+ * grow with the rows while the fp32 layer turns compute-bound and efficient (runs/prof.ts, k=4, screen on/off
+ * alternating: 8 rows 19.1-19.7 vs 21.0-21.7 ms per step, 16 rows 31.5-33.0 vs 31.4-31.9, 256 rows 420-472 vs
+ * 413-425). */
+export const SCREEN_MAX_ROWS = 8;
+
 let kernels: NativeScreen | null | undefined;
 
 function screenKernels(): NativeScreen | null {
@@ -52,8 +58,8 @@ function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
 }
 
 /** Whether stepSelectPflm skips the exact output layer for this decoder (native int8 kernels, float32 PFLM with
- * finite output weights, KFORCE_SCREEN not 0). Prepares the int8 copy on first call (~39 MB for the official
- * architecture). */
+ * finite output weights, KFORCE_SCREEN not 0) in steps of at most SCREEN_MAX_ROWS noise rows. Prepares the int8
+ * copy on first call (~39 MB for the official architecture). */
 export function screensOutput(decoder: BatchDecoder): boolean {
   const k = screenKernels();
   return k !== null && preparedFor(decoder, k) !== null;
@@ -71,7 +77,8 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
   if (counts.length !== ids.length || penalties.length !== ids.length) {
     throw new Error(`stepSelectPflm: ${ids.length} sequences need as many count tables and penalties (got ${counts.length}, ${penalties.length})`);
   }
-  const k = screenKernels();
+  const rows = (opts.noise ?? []).reduce((n, r) => n + (Array.isArray(r) ? r.length : 0), 0);
+  const k = rows <= SCREEN_MAX_ROWS ? screenKernels() : null;
   const prep = k ? preparedFor(decoder, k) : null;
   // Inputs selectPflmRows would reject or treat one by one go the plain way, so that its errors stay the same.
   const plain = !k || !prep || penalties.some((l) => !(l >= 0 && Number.isFinite(l))) ||
@@ -80,9 +87,9 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
     const outs = decoder.stepShared ? decoder.stepShared(ids, opts) : decoder.step(ids, opts);
     return selectPflmRows(outs, V, counts, penalties, cfg.maskIndex, outs.map((o) => o.length / V));
   }
-  const { rows, slots } = decoder.stepHidden!(ids, opts);
+  const { rows: h, slots } = decoder.stepHidden!(ids, opts);
   const { w, bias, maskIndex } = decoder.outputLayer!() as { w: Float32Array; bias: Float32Array; maskIndex: number };
-  const M = rows.length / K;
+  const M = h.length / K;
   let isum = approxScratch.get(decoder);
   if (!isum || isum.length < 2 * M * V) {
     isum = new Int32Array(2 * M * V);
@@ -97,7 +104,7 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
     kmax = Math.max(kmax, slots[i]);
   }
   const out = new Int32Array(S * kmax);
-  k.select(rows, M, K, V, prep.wq, prep.meta, w, bias, isum, rowStart, Int32Array.from(slots),
+  k.select(h, M, K, V, prep.wq, prep.meta, w, bias, isum, rowStart, Int32Array.from(slots),
     counts.map((c) => c.counts), Float64Array.from(penalties), maskIndex, kmax, out);
   const res: (number[] | Error)[] = new Array<number[] | Error>(S);
   for (let i = 0; i < S; i++) {
@@ -106,7 +113,7 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
       // A row the rule rejects (NaN) or no scratch memory: the exact logits of this sequence and the rule itself.
       const n = slots[i];
       const logits = new Float32Array(n * V);
-      getBackend().linear(logits, rows.subarray(rowStart[i] * K, (rowStart[i] + n) * K), w, bias, n, K, V);
+      getBackend().linear(logits, h.subarray(rowStart[i] * K, (rowStart[i] + n) * K), w, bias, n, K, V);
       res[i] = selectPflmRows([logits], V, [counts[i]], [penalties[i]], maskIndex, [n])[0];
       continue;
     }

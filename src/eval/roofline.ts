@@ -8,8 +8,10 @@
 // A PFLM step with the screened output layer (src/decode/screen.ts) reads the int8 copy of the output weights (1 byte
 // a weight, plus 16 bytes of bounds per row) instead of the fp32 matrix; its dot products (two int8 parts of each
 // activation, 4 multiply-adds per int32 lane per instruction) take half the instructions of the fp32 ones, so they
-// count as half the FLOPs; the few rows recomputed exactly are left out.
+// count as half the FLOPs; the few rows recomputed exactly are left out. Only steps of up to SCREEN_MAX_ROWS noise
+// rows are screened (larger ones compute the fp32 layer, which is faster there).
 import type { ModelConfig } from '../model/types.ts';
+import { SCREEN_MAX_ROWS } from '../decode/screen.ts';
 
 export interface MachineRates {
   /** DRAM read bandwidth, bytes per second. */
@@ -64,7 +66,7 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, scr
   const rowsPer = s.newContext + s.noise;
   const rows = s.batch * rowsPer;
   const outRows = s.batch * s.outRows;
-  const screen = screened && s.noise > 0 && outRows > 0;
+  const screen = screened && s.noise > 0 && outRows > 0 && outRows <= SCREEN_MAX_ROWS;
   let weightParams = p.blocks + (outRows > 0 && !screen ? p.output : 0) + (s.noise > 0 ? p.noiseEncoder : 0);
   weightParams += s.batch * s.newContext * D; // gathered embedding rows only
   // the screen: int8 weights, fp32 bias and final norm, four fp32 values per row (scale, bounds, sum)

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generate } from '../../src/decode/generate.ts';
-import { screensOutput } from '../../src/decode/screen.ts';
+import { SCREEN_MAX_ROWS, screensOutput } from '../../src/decode/screen.ts';
 import { randomModels } from '../../src/eval/random-model.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
 import { nativeScreen } from '../../src/tensor/native.ts';
@@ -32,9 +32,14 @@ test('screened PFLM generation gives the tokens of the full output layer', { ski
     for (const k of [1, 2, 3, 4]) {
       for (const penalty of [0, 0.5, 2]) {
         const opts = { maxNewTokens: 13, seed: 5, k, penalty, eos: [] };
-        const screened = withScreen(true, () => generate(pflm.decoder(), prompts, opts));
+        // all four prompts (steps of more than SCREEN_MAX_ROWS noise rows for k > 2 take the full layer), and as many
+        // as fit one screened step
+        const fit = prompts.slice(0, Math.floor(SCREEN_MAX_ROWS / k));
         const plain = withScreen(false, () => generate(pflm.decoder(), prompts, opts));
+        const screened = withScreen(true, () => generate(pflm.decoder(), prompts, opts));
         assert.deepEqual(screened.tokens, plain.tokens, `std ${std}, k ${k}, penalty ${penalty}`);
+        const fitScreened = withScreen(true, () => generate(pflm.decoder(), fit, opts));
+        assert.deepEqual(fitScreened.tokens, plain.tokens.slice(0, fit.length), `std ${std}, k ${k}, penalty ${penalty}, ${fit.length} prompts`);
         // one sequence at a time too (a batch of one takes the same path)
         const alone = withScreen(true, () => generate(pflm.decoder(), prompts.slice(1, 2), { ...opts, streamIds: [1] }));
         assert.deepEqual(alone.tokens[0], plain.tokens[1]);

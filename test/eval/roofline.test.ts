@@ -44,9 +44,11 @@ test('a PFLM step with the screened output layer reads int8 output weights and d
   // fp32 output layer (3 x 2 weights, 3 biases, 2 norm weights) -> int8 weights + fp32 biases, norm and 4 per row
   assert.equal(plain.weightBytes - screened.weightBytes, 11 * 4 - (3 * 2 + (3 + 2) * 4 + 3 * 16));
   assert.equal(plain.flops - screened.flops, (2 * 4 * 2 * 3) / 2); // 4 output rows, half of 2 * rows * D * V
-  // AR steps have no screen
+  // AR steps have no screen, nor PFLM steps of more than SCREEN_MAX_ROWS noise rows (they take the fp32 layer)
   const ar = { batch: 1, newContext: 1, cached: 5, noise: 0, outRows: 1 };
   assert.deepEqual(stepCost(tiny, ar, 4, true), stepCost(tiny, ar));
+  const wide = { batch: 3, newContext: 4, cached: 5, noise: 4, outRows: 4 };
+  assert.deepEqual(stepCost(tiny, wide, 4, true), stepCost(tiny, wide));
   // official architecture at batch 1: ~115 MB less per step, so the prediction rises above the plain one
   const m = { bandwidth: 45e9, flops: 190e9 };
   const shape1 = { batch: 1, promptLength: 6, newTokens: 122 };
