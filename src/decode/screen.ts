@@ -30,12 +30,15 @@ export const SCREEN_MAX_ROWS = 8;
 let kernels: NativeScreen | null | undefined;
 
 function screenKernels(): NativeScreen | null {
-  if (process.env.KFORCE_SCREEN === '0') return null;
+  // Only on the native backend (the exact candidates are computed with its linear kernel, so they carry the bits of
+  // its full layer), and not when token selection is asked to run the TypeScript rules.
+  if (process.env.KFORCE_SCREEN === '0' || process.env.KFORCE_SELECT === 'ts' || getBackend().name !== 'native') return null;
   if (kernels === undefined) kernels = nativeScreen();
   return kernels;
 }
 
-/** Whether this process can screen PFLM output layers at all (native int8 kernels, KFORCE_SCREEN not 0). */
+/** Whether this process can screen PFLM output layers at all (native backend with int8 kernels, KFORCE_SCREEN not 0,
+ * KFORCE_SELECT not ts). */
 export function screenAvailable(): boolean {
   return screenKernels() !== null;
 }
