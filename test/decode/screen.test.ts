@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generate } from '../../src/decode/generate.ts';
-import { SCREEN_MAX_ROWS, screensOutput } from '../../src/decode/screen.ts';
+import { SCREEN_MAX_ROWS, SCREEN_MIN_BYTES, screensOutput } from '../../src/decode/screen.ts';
 import { randomModels } from '../../src/eval/random-model.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
 import { nativeScreen } from '../../src/tensor/native.ts';
@@ -45,5 +45,19 @@ test('screened PFLM generation gives the tokens of the full output layer', { ski
         assert.deepEqual(alone.tokens[0], plain.tokens[1]);
       }
     }
+  }
+});
+
+test('by default only output layers that do not fit the cache are screened', { skip }, () => {
+  const prev = process.env.KFORCE_SCREEN;
+  delete process.env.KFORCE_SCREEN;
+  try {
+    const small = randomModels(cfg, 1).pflm;
+    assert.ok(!screensOutput(small.decoder()), `${cfg.vocabSize} x ${cfg.hiddenSize} stays in cache`);
+    const wide: ModelConfig = { vocabSize: 16384, hiddenSize: 512, nHeads: 8, nBlocks: 1, maskIndex: 16383, maxK: 4, maxSeqLen: 32 };
+    assert.ok(wide.vocabSize * wide.hiddenSize * 4 >= SCREEN_MIN_BYTES);
+    assert.ok(screensOutput(randomModels(wide, 1).pflm.decoder()));
+  } finally {
+    if (prev !== undefined) process.env.KFORCE_SCREEN = prev;
   }
 });
