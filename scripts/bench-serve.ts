@@ -13,7 +13,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { predictSpeedup, type MachineRates } from '../src/eval/roofline.ts';
-import { screenAvailable } from '../src/decode/screen.ts';
+import { screensLayer } from '../src/decode/screen.ts';
 import type { ModelConfig } from '../src/model/types.ts';
 import { measureDecodeRates } from '../src/eval/machine-rates.ts';
 import { loadModelSet, modelFiles } from '../src/eval/model-set.ts';
@@ -412,9 +412,9 @@ async function main(): Promise<void> {
       const ar = byKind.ar.find((r) => r.clients === c)!;
       const pf = byKind.pflm.find((r) => r.clients === c)!;
       const ratio = pf.tokensPerSecond / ar.tokensPerSecond;
-      // The PFLM servers screen their output layer when this process could (same machine, same environment).
+      // The PFLM server screens its output layer where this process would (same machine, same environment).
       const predicted = predictSpeedup(config!, { batch: c, promptLength: a.promptTokens, newTokens: a.maxTokens }, a.k, rates, 4,
-        screenAvailable());
+        screensLayer(config!.vocabSize, config!.hiddenSize));
       const withinTarget = c === 1 ? ratio >= 2.5 : Math.abs(ratio / predicted - 1) <= 0.2;
       const target = c === 1 ? '>= 2.5' : `${fmt(predicted, 2)} +- 20%`;
       ratios.push({ modelName: spec.name, clients: c, ratio, predicted, withinTarget, target });

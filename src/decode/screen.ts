@@ -42,17 +42,18 @@ function screenKernels(): NativeScreen | null {
   return kernels;
 }
 
-/** Whether this process can screen PFLM output layers at all (native backend with int8 kernels, KFORCE_SCREEN not 0,
- * KFORCE_SELECT not ts). */
-export function screenAvailable(): boolean {
-  return screenKernels() !== null;
+/** Whether this process screens a PFLM output layer of V x D weights (native backend with int8 kernels, KFORCE_SCREEN
+ * not 0, KFORCE_SELECT not ts, and the layer at least SCREEN_MIN_BYTES in fp32 unless KFORCE_SCREEN=1), in steps of up
+ * to SCREEN_MAX_ROWS noise rows. For predictions made away from the decoder (the serving benchmark). */
+export function screensLayer(V: number, D: number): boolean {
+  return screenKernels() !== null && (process.env.KFORCE_SCREEN === '1' || V * D * 4 >= SCREEN_MIN_BYTES);
 }
 
 function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
   if (decoder.kind !== 'pflm' || !decoder.stepHidden || !decoder.outputLayer) return null;
   const { w } = decoder.outputLayer();
   if (!(w instanceof Float32Array)) return null;
-  if (process.env.KFORCE_SCREEN !== '1' && w.length * 4 < SCREEN_MIN_BYTES) return null;
+  if (!screensLayer(decoder.config.vocabSize, decoder.config.hiddenSize)) return null;
   let p = prepared.get(decoder);
   if (p === undefined) {
     const N = decoder.config.vocabSize, K = decoder.config.hiddenSize;
