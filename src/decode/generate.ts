@@ -6,7 +6,7 @@
 import type { BatchDecoder, SeqId } from '../model/types.ts';
 import { NoiseStream, noiseAhead } from './noise.ts';
 import { TokenCounts, recommendedPenalty, sampleArRows } from './sampling.ts';
-import { stepSelectPflm } from './screen.ts';
+import { stepLogits, stepSelectPflm } from './screen.ts';
 
 export interface TokenEvent {
   /** Index of the prompt in the `prompts` argument. */
@@ -131,8 +131,6 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
   };
   const arOpts = { temperature: o.temperature, topP: o.topP, penalty: o.penalty, maskIndex };
   const scratch = new Float64Array(V);
-  // The logits are consumed before the next step, so the decoder need not copy them.
-  const step = decoder.stepShared ? decoder.stepShared.bind(decoder) : decoder.step.bind(decoder);
   let nextPrompt = 0;
   let active: Active[] = [];
   try {
@@ -161,7 +159,7 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
         picked = stepSelectPflm(decoder, ids, { noise, tau: active.map(() => o.tau), noiseAhead: ahead },
           active.map((a) => a.counts), active.map(() => o.penalty));
       } else {
-        outs = step(ids);
+        outs = stepLogits(decoder, ids); // consumed before the next step: no copy needed
       }
       result.steps++;
       const t1 = process.hrtime.bigint();

@@ -76,6 +76,12 @@ export function screensOutput(decoder: BatchDecoder): boolean {
   return k !== null && preparedFor(decoder, k) !== null;
 }
 
+/** decoder.step, without the logits copy where the decoder offers that (for callers that use the logits before the
+ * decoder's next step). */
+export function stepLogits(decoder: BatchDecoder, ids: SeqId[], opts?: StepOptions): Float32Array[] {
+  return decoder.stepShared ? decoder.stepShared(ids, opts) : decoder.step(ids, opts);
+}
+
 /**
  * One PFLM step (decoder.step with opts) and the PFLM rule on its logits: per sequence the tokens of
  * selectPflmRows(logits, counts[i], penalties[i]) for all of its slots (counts updated the same way), or the Error
@@ -95,7 +101,7 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
   const plain = !k || !prep || penalties.some((l) => !(l >= 0 && Number.isFinite(l))) ||
     counts.some((c, i) => c.vocabSize !== V || counts.indexOf(c) !== i);
   if (plain) {
-    const outs = decoder.stepShared ? decoder.stepShared(ids, opts) : decoder.step(ids, opts);
+    const outs = stepLogits(decoder, ids, opts);
     return selectPflmRows(outs, V, counts, penalties, cfg.maskIndex, outs.map((o) => o.length / V));
   }
   const { rows: h, slots } = decoder.stepHidden!(ids, opts);

@@ -7,10 +7,10 @@
 // Token selection reuses src/decode: sequence noise comes from NoiseStream(seed, stream 0), position t of the output
 // reading uniform t, so a request's completion depends on (model, prompt, seed, options) only, never on what else is
 // in the batch, and equals `generate(decoder, [prompt], { seed })`.
-import type { BatchDecoder, SeqId, StepOptions } from '../model/types.ts';
+import type { BatchDecoder, SeqId } from '../model/types.ts';
 import { NoiseStream, noiseAhead } from '../decode/noise.ts';
 import { TokenCounts, sampleArRows } from '../decode/sampling.ts';
-import { stepSelectPflm } from '../decode/screen.ts';
+import { stepLogits, stepSelectPflm } from '../decode/screen.ts';
 import { ApiError } from './errors.ts';
 import type { FinishReason, ServeMetrics } from './metrics.ts';
 
@@ -259,11 +259,6 @@ export class Scheduler {
     this.opts.metrics.activeSequences = this.active.length;
   }
 
-  /** decoder.step, without the logits copy where the decoder offers that (they are used before the next step). */
-  private stepLogits(ids: SeqId[], opts?: StepOptions): Float32Array[] {
-    return this.decoder.stepShared ? this.decoder.stepShared(ids, opts) : this.decoder.step(ids, opts);
-  }
-
   private step(): void {
     const batch = this.active;
     const cfg = this.decoder.config;
@@ -281,7 +276,7 @@ export class Scheduler {
         picked = stepSelectPflm(this.decoder, ids, { noise, tau: batch.map((e) => e.job.temperature), noiseAhead: ahead },
           batch.map((e) => e.counts), batch.map((e) => e.job.penalty));
       } else {
-        outs = this.stepLogits(ids);
+        outs = stepLogits(this.decoder, ids);
       }
     } catch (err) {
       // A failed forward pass fails the requests in it, not the process.
