@@ -46,17 +46,20 @@ function screenKernels(): NativeScreen | null {
  * not 0, KFORCE_SELECT not ts, and the layer at least SCREEN_MIN_BYTES in fp32 unless KFORCE_SCREEN=1), in steps of up
  * to SCREEN_MAX_ROWS noise rows. For predictions made away from the decoder (the serving benchmark). */
 export function screensLayer(V: number, D: number): boolean {
-  return screenKernels() !== null && (process.env.KFORCE_SCREEN === '1' || V * D * 4 >= SCREEN_MIN_BYTES);
+  return screenKernels() !== null && sizeWanted(V, D);
+}
+
+function sizeWanted(V: number, D: number): boolean {
+  return process.env.KFORCE_SCREEN === '1' || V * D * 4 >= SCREEN_MIN_BYTES;
 }
 
 function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
-  if (decoder.kind !== 'pflm' || !decoder.stepHidden || !decoder.outputLayer) return null;
+  const N = decoder.config.vocabSize, K = decoder.config.hiddenSize;
+  if (decoder.kind !== 'pflm' || !decoder.stepHidden || !decoder.outputLayer || !sizeWanted(N, K)) return null;
   const { w } = decoder.outputLayer();
   if (!(w instanceof Float32Array)) return null;
-  if (!screensLayer(decoder.config.vocabSize, decoder.config.hiddenSize)) return null;
   let p = prepared.get(decoder);
   if (p === undefined) {
-    const N = decoder.config.vocabSize, K = decoder.config.hiddenSize;
     const n = N * k.stride(K);
     const buf = alignedFloat32(Math.ceil(n / 4)); // cache-line aligned, like the model's own weights
     const wq = new Int8Array(buf.buffer, buf.byteOffset, n);
