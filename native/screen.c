@@ -124,9 +124,9 @@ int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *met
 
 #if KF_SCREEN
 // ---- approximate logits: isum[M, N, 2] = sum_k (q1 + 128) q and sum_k (q2 + 128) q (u8 x s8 dot products; the 128
-// offsets are taken out later). Threads take blocks of SB weight rows; every group of 4 h rows walks the block with a
-// 4 rows x 2 parts x 2 weight rows tile (the first group streams it from DRAM with software prefetch, the others find
-// it in L2).
+// offsets are taken out later). Threads take blocks of SB weight rows; every group of up to 4 h rows walks the block
+// with an R rows x 2 parts x 8/R weight rows tile (R = 3: 2; the first group streams it from DRAM with software
+// prefetch, the others find it in L2).
 #define SB 96
 typedef struct {
   const uint8_t *xq; // [M][2][Kp]
@@ -150,44 +150,56 @@ KF_INLINE __m512i ilvl(__m512i a, __m512i b, int lvl) {
   return _mm512_add_epi32(_mm512_castps_si512(lo), _mm512_castps_si512(hi));
 }
 
+// Rows [m0, m0 + R) against weight rows [n0, n1): tiles of NW weight rows x R rows x 2 parts (at most 16
+// accumulators), so that one h row (a batch-1 AR step) does a quarter of the integer work of four.
+KF_INLINE void approx_rows(const int R, const approx_job *j, size_t m0, size_t n0, size_t n1) {
+  const int NW = R == 1 ? 8 : R == 2 ? 4 : 2;
+  const size_t Kp = j->Kp, N = j->N;
+  const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const uint8_t *x[8]; // (row, part) = 2 * r + part
+  for (int r = 0; r < R; r++)
+    for (int part = 0; part < 2; part++) x[2 * r + part] = j->xq + ((m0 + r) * 2 + part) * Kp;
+  for (size_t n = n0; n < n1; n += NW) {
+    const int8_t *w[8]; // weight rows past the block repeat its first (computed, not stored)
+    for (int i = 0; i < NW; i++) w[i] = j->wq + (n + i < n1 ? n + i : n) * Kp;
+    __m512i acc[16]; // acc[xp * NW + i]: (row, part) xp, weight row i; the rest stay 0
+    for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_si512();
+    for (size_t k = 0; k < Kp; k += 64) {
+      __m512i wv[8];
+      for (int i = 0; i < NW; i++) wv[i] = _mm512_loadu_si512(w[i] + k);
+      if (m0 == 0)
+        for (int i = 0; i < NW; i++) _mm_prefetch((const char *)(w[i] + k) + j->pf, _MM_HINT_T0);
+      for (int xp = 0; xp < 2 * R; xp++) {
+        const __m512i xv = _mm512_loadu_si512(x[xp] + k);
+        for (int i = 0; i < NW; i++) acc[xp * NW + i] = _mm512_dpbusd_epi32(acc[xp * NW + i], xv, wv[i]);
+      }
+    }
+    __m512i l1[8], l2[4], l3[2];
+    for (int a = 0; a < 8; a++) l1[a] = ilvl(acc[2 * a], acc[2 * a + 1], 1);
+    for (int a = 0; a < 4; a++) l2[a] = ilvl(l1[2 * a], l1[2 * a + 1], 2);
+    for (int a = 0; a < 2; a++) l3[a] = ilvl(l2[2 * a], l2[2 * a + 1], 3);
+    int32_t s[16];
+    _mm512_storeu_si512(s, _mm512_permutexvar_epi32(perm, ilvl(l3[0], l3[1], 4)));
+    for (int r = 0; r < R; r++)
+      for (int part = 0; part < 2; part++)
+        for (int i = 0; i < NW && n + i < n1; i++) j->out[((m0 + r) * N + n + i) * 2 + part] = s[(2 * r + part) * NW + i];
+  }
+}
+
 static void approx_task(void *p, int tid, int nt) {
   (void)tid;
   (void)nt;
   approx_job *j = p;
-  const size_t Kp = j->Kp, N = j->N, M = j->M;
-  const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const size_t N = j->N, M = j->M;
   size_t b;
   while ((b = atomic_fetch_add(&j->next, 1)) < (N + SB - 1) / SB) {
     const size_t n0 = b * SB, n1 = n0 + SB < N ? n0 + SB : N;
     for (size_t m0 = 0; m0 < M; m0 += 4) {
-      const uint8_t *x[8]; // (row, part) = 2 * r + part; rows past M repeat the last one (computed, not stored)
-      for (int r = 0; r < 4; r++)
-        for (int part = 0; part < 2; part++) x[2 * r + part] = j->xq + ((m0 + r < M ? m0 + r : M - 1) * 2 + part) * Kp;
-      for (size_t n = n0; n < n1; n += 2) {
-        const int8_t *w0 = j->wq + n * Kp, *w1 = j->wq + (n + 1 < n1 ? n + 1 : n) * Kp;
-        __m512i acc[16];
-        for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_si512();
-        for (size_t k = 0; k < Kp; k += 64) {
-          const __m512i wv0 = _mm512_loadu_si512(w0 + k), wv1 = _mm512_loadu_si512(w1 + k);
-          if (m0 == 0) {
-            _mm_prefetch((const char *)(w0 + k) + j->pf, _MM_HINT_T0);
-            _mm_prefetch((const char *)(w1 + k) + j->pf, _MM_HINT_T0);
-          }
-          for (int xp = 0; xp < 8; xp++) {
-            const __m512i xv = _mm512_loadu_si512(x[xp] + k);
-            acc[2 * xp] = _mm512_dpbusd_epi32(acc[2 * xp], xv, wv0);
-            acc[2 * xp + 1] = _mm512_dpbusd_epi32(acc[2 * xp + 1], xv, wv1);
-          }
-        }
-        __m512i l1[8], l2[4], l3[2];
-        for (int a = 0; a < 8; a++) l1[a] = ilvl(acc[2 * a], acc[2 * a + 1], 1);
-        for (int a = 0; a < 4; a++) l2[a] = ilvl(l1[2 * a], l1[2 * a + 1], 2);
-        for (int a = 0; a < 2; a++) l3[a] = ilvl(l2[2 * a], l2[2 * a + 1], 3);
-        int32_t s[16];
-        _mm512_storeu_si512(s, _mm512_permutexvar_epi32(perm, ilvl(l3[0], l3[1], 4)));
-        for (int r = 0; r < 4 && m0 + r < M; r++)
-          for (int part = 0; part < 2; part++)
-            for (int i = 0; i < 2 && n + i < n1; i++) j->out[((m0 + r) * N + n + i) * 2 + part] = s[(2 * r + part) * 2 + i];
+      switch (M - m0 < 4 ? M - m0 : 4) {
+      case 1: approx_rows(1, j, m0, n0, n1); break;
+      case 2: approx_rows(2, j, m0, n0, n1); break;
+      case 3: approx_rows(3, j, m0, n0, n1); break;
+      default: approx_rows(4, j, m0, n0, n1); break;
       }
     }
   }
@@ -205,7 +217,7 @@ typedef struct {
   const double *lambdas;
   int32_t maskIndex;
   int32_t *out;
-  size_t kmax, nseq;
+  size_t kmax, nseq, units;
   atomic_size_t next;
 } sel_job;
 
@@ -372,17 +384,36 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
   return best;
 }
 
+// Work units: a sequence with a penalty is one unit (its slots in order: each sees the tokens of the slots before
+// it in its counts); without one its slots are independent (the counts do not enter the rule), one unit each.
+#define SLOT(j, i, s, cnt) \
+  screened_slot(j, j->h + ((size_t)j->rowStart[i] + (s)) * j->K, j->hq + 4 * ((size_t)j->rowStart[i] + (s)), \
+                j->isum + 2 * ((size_t)j->rowStart[i] + (s)) * j->N, cnt, j->lambdas[i])
+static int independent_slots(const sel_job *j, size_t i) { return j->lambdas[i] == 0; }
+
 static void sel_task(void *p, int tid, int nt) {
   (void)tid;
   (void)nt;
   sel_job *j = p;
-  size_t i;
-  while ((i = atomic_fetch_add(&j->next, 1)) < j->nseq) {
+  size_t u;
+  while ((u = atomic_fetch_add(&j->next, 1)) < j->units) {
+    size_t i = 0, s0 = 0;
+    for (;; i++) { // the unit's sequence (nseq is a decode batch: a scan is fine)
+      const size_t n = independent_slots(j, i) ? (size_t)j->takes[i] : 1;
+      if (u < n) {
+        s0 = u;
+        break;
+      }
+      u -= n;
+    }
     int32_t *cnt = j->counts[i], *o = j->out + i * j->kmax;
+    if (independent_slots(j, i)) {
+      o[s0] = SLOT(j, i, s0, cnt);
+      continue;
+    }
     int32_t s;
     for (s = 0; s < j->takes[i]; s++) {
-      const size_t r = (size_t)j->rowStart[i] + (size_t)s;
-      const int32_t t = screened_slot(j, j->h + r * j->K, j->hq + 4 * r, j->isum + 2 * r * j->N, cnt, j->lambdas[i]);
+      const int32_t t = SLOT(j, i, s, cnt);
       o[s] = t;
       if (t < 0) break;
       cnt[t]++; // later slots of the block see this choice; undone below (the caller records it)
@@ -435,12 +466,15 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
     hq[4 * m + 2] = sqrt(l2) * (1 + 1e-12);
     hq[4 * m + 3] = mx;
   }
-  approx_job aj = {xq, wq, isum, M, N, Kp, 4096, 0}; // prefetch 4 KB ahead: 2, 8 and 16 KB measured slower
+  // Prefetch 6 KB ahead along each weight row: whole screen for 1 / 4 rows of the official shape (runs/screen-bench.ts,
+  // alternating): 4 KB 1.19-1.32 / 1.61-1.90 ms, 6 KB 0.95-1.00 / 1.59-1.77, 8 KB 0.91-1.05 / 1.66-1.95; 2 KB slower.
+  approx_job aj = {xq, wq, isum, M, N, Kp, 6144, 0};
   kf_parallel(approx_task, &aj, KF_THREADS);
   free(xq);
   sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, isum, hq, K, N, rowStart, takes, counts,
-                lambdas, maskIndex, out, kmax, nseq, 0};
-  kf_parallel(sel_task, &sj, nseq >= 2 ? KF_THREADS : 1);
+                lambdas, maskIndex, out, kmax, nseq, 0, 0};
+  for (size_t i = 0; i < nseq; i++) sj.units += independent_slots(&sj, i) ? (size_t)takes[i] : 1;
+  kf_parallel(sel_task, &sj, sj.units >= 2 ? KF_THREADS : 1);
   free(hq);
 #else
   (void)h; (void)M; (void)K; (void)N; (void)wq; (void)meta; (void)w; (void)bias; (void)isum; (void)rowStart;

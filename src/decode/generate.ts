@@ -6,7 +6,7 @@
 import type { BatchDecoder, SeqId } from '../model/types.ts';
 import { NoiseStream, noiseAhead } from './noise.ts';
 import { TokenCounts, recommendedPenalty, sampleArRows } from './sampling.ts';
-import { stepLogits, stepSelectPflm } from './screen.ts';
+import { stepGreedyAr, stepLogits, stepSelectPflm } from './screen.ts';
 
 export interface TokenEvent {
   /** Index of the prompt in the `prompts` argument. */
@@ -159,7 +159,12 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
         picked = stepSelectPflm(decoder, ids, { noise, tau: active.map(() => o.tau), noiseAhead: ahead },
           active.map((a) => a.counts), active.map(() => o.penalty));
       } else {
-        outs = stepLogits(decoder, ids); // consumed before the next step: no copy needed
+        // Greedy: the step and the argmax in one where the screen applies (same tokens, most of the output layer
+        // skipped); the uniforms are drawn all the same, so the streams stay where sampling would leave them.
+        picked = o.temperature === 0
+          ? stepGreedyAr(decoder, ids, active.map((a) => a.counts), active.map(() => o.penalty)) : null;
+        if (picked) active.forEach((a) => a.noise.next());
+        else outs = stepLogits(decoder, ids); // consumed before the next step: no copy needed
       }
       result.steps++;
       const t1 = process.hrtime.bigint();

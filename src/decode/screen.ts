@@ -1,13 +1,14 @@
-// A PFLM step together with the PFLM rule's token choice (selectPflmRows), for callers that want the tokens only
-// (generate, the server). The rule is an argmax, so with the native kernels the step skips the exact output layer:
-// an int8 copy of its weights (a quarter of the bytes of the ~30% of the model it is) bounds every logit, and only
-// the few logits that can still be the maximum are computed exactly (native/screen.c has the proof of the bound). The tokens
-// are those of step + selectPflmRows, bit for bit; the AR rule (sampling at a temperature) needs every logit and
-// gets no such shortcut. KFORCE_SCREEN=0 turns it off.
+// A decode step together with its token choice, for callers that want the tokens only (generate, the server): the
+// PFLM rule (selectPflmRows) and greedy AR (sampleAr at temperature 0). Both are an argmax, so with the native
+// kernels the step skips the exact output layer: an int8 copy of its weights (a quarter of the bytes of the ~30% of
+// the model it is) bounds every logit, and only the few logits that can still be the maximum are computed exactly
+// (native/screen.c has the proof of the bound). The tokens are those of the full step and the rule, bit for bit. AR
+// sampling at a temperature needs every logit (the softmax normaliser) and gets no such shortcut. KFORCE_SCREEN=0
+// turns it off.
 import type { BatchDecoder, SeqId, StepOptions } from '../model/types.ts';
 import { alignedFloat32, nativeScreen, type NativeScreen } from '../tensor/native.ts';
 import { getBackend } from '../tensor/select.ts';
-import { selectPflmRows, type TokenCounts } from './sampling.ts';
+import { sampleArRows, selectPflmRows, type TokenCounts } from './sampling.ts';
 
 interface Prepared {
   wq: Int8Array;
@@ -21,7 +22,7 @@ const prepared = new WeakMap<object, Prepared | null>();
 // By decoder: scratch for the approximate (integer) logits.
 const approxScratch = new WeakMap<object, Int32Array>();
 
-/** Steps with more noise rows than this compute the full output layer: the screen's int8 pass and per-slot scan
+/** Steps with more output rows (PFLM noise rows, AR sequences) than this compute the full output layer: the screen's int8 pass and per-slot scan
  * grow with the rows while the fp32 layer turns compute-bound and efficient (runs/prof.ts, k=4, screen on/off
  * alternating: 8 rows 19.1-19.7 vs 21.0-21.7 ms per step, 16 rows 31.5-33.0 vs 31.4-31.9, 256 rows 420-472 vs
  * 413-425). */
@@ -55,7 +56,7 @@ function sizeWanted(V: number, D: number): boolean {
 
 function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
   const N = decoder.config.vocabSize, K = decoder.config.hiddenSize;
-  if (decoder.kind !== 'pflm' || !decoder.stepHidden || !decoder.outputLayer || !sizeWanted(N, K)) return null;
+  if (!decoder.stepHidden || !decoder.outputLayer || !sizeWanted(N, K)) return null;
   const { w } = decoder.outputLayer();
   if (!(w instanceof Float32Array)) return null;
   let p = prepared.get(decoder);
@@ -70,10 +71,10 @@ function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
   return p;
 }
 
-/** Whether stepSelectPflm skips the exact output layer for this decoder (native int8 kernels, float32 PFLM with
- * finite output weights of at least SCREEN_MIN_BYTES, or any size with KFORCE_SCREEN=1; KFORCE_SCREEN=0: never) in
- * steps of at most SCREEN_MAX_ROWS noise rows. Prepares the int8 copy on first call (~39 MB for the official
- * architecture). */
+/** Whether stepSelectPflm and stepGreedyAr skip the exact output layer for this decoder (native int8 kernels,
+ * float32 model with finite output weights of at least SCREEN_MIN_BYTES, or any size with KFORCE_SCREEN=1;
+ * KFORCE_SCREEN=0: never) in steps of at most SCREEN_MAX_ROWS output rows. Prepares the int8 copy on first call
+ * (~39 MB for the official architecture). */
 export function screensOutput(decoder: BatchDecoder): boolean {
   const k = screenKernels();
   return k !== null && preparedFor(decoder, k) !== null;
@@ -93,21 +94,69 @@ export function stepLogits(decoder: BatchDecoder, ids: SeqId[], opts?: StepOptio
 export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOptions, counts: readonly TokenCounts[],
   penalties: readonly number[]): (number[] | Error)[] {
   const cfg = decoder.config;
-  const V = cfg.vocabSize, K = cfg.hiddenSize;
+  const V = cfg.vocabSize;
   if (counts.length !== ids.length || penalties.length !== ids.length) {
     throw new Error(`stepSelectPflm: ${ids.length} sequences need as many count tables and penalties (got ${counts.length}, ${penalties.length})`);
   }
   const rows = (opts.noise ?? []).reduce((n, r) => n + (Array.isArray(r) ? r.length : 0), 0);
   const k = rows <= SCREEN_MAX_ROWS ? screenKernels() : null;
-  const prep = k ? preparedFor(decoder, k) : null;
-  // Inputs selectPflmRows would reject or treat one by one go the plain way, so that its errors stay the same.
-  const plain = !k || !prep || penalties.some((l) => !(l >= 0 && Number.isFinite(l))) ||
-    counts.some((c, i) => c.vocabSize !== V || counts.indexOf(c) !== i);
-  if (plain) {
+  const prep = k && screenable(decoder, k, counts, penalties);
+  if (!k || !prep) {
     const outs = stepLogits(decoder, ids, opts);
     return selectPflmRows(outs, V, counts, penalties, cfg.maskIndex, outs.map((o) => o.length / V));
   }
   const { rows: h, slots } = decoder.stepHidden!(ids, opts);
+  return screenedTokens(decoder, k, prep, h, slots, counts, penalties).map((toks, i) => {
+    if (toks === null) {
+      // A row the rule rejects (NaN) or no scratch memory: the exact logits of this sequence and the rule itself.
+      const { logits, maskIndex } = exactLogits(decoder, h, slots, i);
+      return selectPflmRows([logits], V, [counts[i]], [penalties[i]], maskIndex, [slots[i]])[0];
+    }
+    for (const t of toks) counts[i].add(t);
+    return toks;
+  });
+}
+
+/**
+ * Greedy AR (temperature 0) through the screen: one AR step for `ids` and each sequence's token, the one sampleAr
+ * picks at temperature 0 (argmax of the logits with the [MASK] logit suppressed and penalties[i] applied to
+ * counts[i]; the counts are not updated, the caller adds the token as after sampleArRows), or that rule's Error (a
+ * NaN row). null when the screen does not apply (no int8 kernels, more than SCREEN_MAX_ROWS sequences, a small
+ * output layer): the caller takes the plain step, nothing has run.
+ */
+export function stepGreedyAr(decoder: BatchDecoder, ids: SeqId[], counts: readonly TokenCounts[],
+  penalties: readonly number[]): (number[] | Error)[] | null {
+  if (decoder.kind !== 'ar' || ids.length > SCREEN_MAX_ROWS) return null;
+  if (counts.length !== ids.length || penalties.length !== ids.length) {
+    throw new Error(`stepGreedyAr: ${ids.length} sequences need as many count tables and penalties (got ${counts.length}, ${penalties.length})`);
+  }
+  const k = screenKernels();
+  const prep = k && screenable(decoder, k, counts, penalties);
+  if (!k || !prep) return null;
+  const { rows: h, slots } = decoder.stepHidden!(ids);
+  return screenedTokens(decoder, k, prep, h, slots, counts, penalties).map((toks, i) => {
+    if (toks !== null) return toks;
+    const { logits, maskIndex } = exactLogits(decoder, h, slots, i);
+    const t = sampleArRows([logits], [0.5], [counts[i]], [{ temperature: 0, topP: 1, penalty: penalties[i], maskIndex }])[0];
+    return t instanceof Error ? t : [t];
+  });
+}
+
+/** The decoder's int8 copy when the screen can take this step's counts and penalties; inputs the plain rules would
+ * reject or treat one by one (a bad penalty, a count table of the wrong size or shared by two sequences) go the
+ * plain way, so that their errors stay the same. */
+function screenable(decoder: BatchDecoder, k: NativeScreen, counts: readonly TokenCounts[], penalties: readonly number[]): Prepared | null {
+  const V = decoder.config.vocabSize;
+  if (penalties.some((l) => !(l >= 0 && Number.isFinite(l)))) return null;
+  if (counts.some((c, i) => c.vocabSize !== V || counts.indexOf(c) !== i)) return null;
+  return preparedFor(decoder, k);
+}
+
+/** Per sequence its tokens by the PFLM rule on h w^T + bias (one per slot; counts as found), or null where the
+ * kernels could not bound a row (NaN) or ran out of memory. */
+function screenedTokens(decoder: BatchDecoder, k: NativeScreen, prep: Prepared, h: Float32Array, slots: number[],
+  counts: readonly TokenCounts[], penalties: readonly number[]): (number[] | null)[] {
+  const V = decoder.config.vocabSize, K = decoder.config.hiddenSize;
   const { w, bias, maskIndex } = decoder.outputLayer!() as { w: Float32Array; bias: Float32Array; maskIndex: number };
   const M = h.length / K;
   let isum = approxScratch.get(decoder);
@@ -126,19 +175,20 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
   const out = new Int32Array(S * kmax);
   k.select(h, M, K, V, prep.wq, prep.meta, w, bias, isum, rowStart, Int32Array.from(slots),
     counts.map((c) => c.counts), Float64Array.from(penalties), maskIndex, kmax, out);
-  const res: (number[] | Error)[] = new Array<number[] | Error>(S);
-  for (let i = 0; i < S; i++) {
-    const toks = Array.from(out.subarray(i * kmax, i * kmax + slots[i]));
-    if (toks.some((t) => t < 0)) {
-      // A row the rule rejects (NaN) or no scratch memory: the exact logits of this sequence and the rule itself.
-      const n = slots[i];
-      const logits = new Float32Array(n * V);
-      getBackend().linear(logits, h.subarray(rowStart[i] * K, (rowStart[i] + n) * K), w, bias, n, K, V);
-      res[i] = selectPflmRows([logits], V, [counts[i]], [penalties[i]], maskIndex, [n])[0];
-      continue;
-    }
-    for (const t of toks) counts[i].add(t);
-    res[i] = toks;
-  }
-  return res;
+  return slots.map((n, i) => {
+    const toks = Array.from(out.subarray(i * kmax, i * kmax + n));
+    return toks.some((t) => t < 0) ? null : toks;
+  });
+}
+
+/** Sequence i's exact logits (its rows of h through the full output layer). */
+function exactLogits(decoder: BatchDecoder, h: Float32Array, slots: number[], i: number): { logits: Float32Array; maskIndex: number } {
+  const V = decoder.config.vocabSize, K = decoder.config.hiddenSize;
+  const { w, bias, maskIndex } = decoder.outputLayer!() as { w: Float32Array; bias: Float32Array; maskIndex: number };
+  let r0 = 0;
+  for (let q = 0; q < i; q++) r0 += slots[q];
+  const n = slots[i];
+  const logits = new Float32Array(n * V);
+  getBackend().linear(logits, h.subarray(r0 * K, (r0 + n) * K), w, bias, n, K, V);
+  return { logits, maskIndex };
 }

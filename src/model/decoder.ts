@@ -123,11 +123,11 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     return this.logitsOf(this.forward('decoder.stepShared', ids, opts, true), false);
   }
 
-  /** PFLM, float32 models: a step without the output layer. Returns the output layer's input (the final norm of the
-   * noise rows, [sum of slots, D], a view of the model's scratch memory valid until its next forward) and each
-   * sequence's slot count; `outputLayer()` gives the weights that turn it into the step's logits. */
+  /** Float32 models: a step without the output layer. Returns the output layer's input (the final norm of the PFLM's
+   * noise rows or of each AR sequence's last row, [sum of slots, D], a view of the model's scratch memory valid until
+   * its next forward) and each sequence's slot count; `outputLayer()` gives the weights that turn it into the step's
+   * logits. */
   stepHidden(ids: SeqId[], opts: StepOptions = {}): { rows: Float32Array; slots: number[] } {
-    if (this.kind !== 'pflm') throw new Error('decoder.stepHidden: only for a PFLM');
     if (this.model.dtype !== 'float32') throw new Error('decoder.stepHidden: only for float32 models');
     const { tr, slots } = this.forward('decoder.stepHidden', ids, opts, false);
     return { rows: tr.lnf as unknown as Float32Array, slots };

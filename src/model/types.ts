@@ -64,10 +64,11 @@ export interface BatchDecoder {
   /** Optional: pre-sizes the KV cache for `sequences` sequences of up to `rows` positions each. */
   preallocate?(sequences: number, rows: number): void;
   /**
-   * Optional, PFLM with float32 weights: `step` without the output layer. Returns the output layer's input rows
-   * ([sum of slots, D], valid until the model's next forward pass) and each sequence's slot count; the step's logits
-   * are rows w^T + bias of `outputLayer()`, with the [MASK] logit set to -1000. For callers that only need the PFLM
-   * rule's argmax, which can be found without computing every logit exactly (src/decode/screen.ts).
+   * Optional, float32 weights: `step` without the output layer. Returns the output layer's input rows ([sum of
+   * slots, D], valid until the model's next forward pass) and each sequence's slot count (1 for an AR model); the
+   * step's logits are rows w^T + bias of `outputLayer()`, with the [MASK] logit set to -1000. For callers that only
+   * need an argmax of the logits (the PFLM rule, greedy AR), which can be found without computing every logit
+   * exactly (src/decode/screen.ts).
    */
   stepHidden?(ids: SeqId[], opts?: StepOptions): { rows: Float32Array; slots: number[] };
   outputLayer?(): { w: Float32Array | Float64Array; bias: Float32Array | Float64Array; maskIndex: number };

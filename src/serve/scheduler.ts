@@ -10,7 +10,7 @@
 import type { BatchDecoder, SeqId } from '../model/types.ts';
 import { NoiseStream, noiseAhead } from '../decode/noise.ts';
 import { TokenCounts, sampleArRows } from '../decode/sampling.ts';
-import { stepLogits, stepSelectPflm } from '../decode/screen.ts';
+import { stepGreedyAr, stepLogits, stepSelectPflm } from '../decode/screen.ts';
 import { ApiError } from './errors.ts';
 import type { FinishReason, ServeMetrics } from './metrics.ts';
 
@@ -276,7 +276,12 @@ export class Scheduler {
         picked = stepSelectPflm(this.decoder, ids, { noise, tau: batch.map((e) => e.job.temperature), noiseAhead: ahead },
           batch.map((e) => e.counts), batch.map((e) => e.job.penalty));
       } else {
-        outs = stepLogits(this.decoder, ids);
+        // All greedy: the step and the argmax in one where the screen applies (same tokens; the uniforms are drawn
+        // all the same).
+        picked = batch.every((e) => e.job.temperature === 0)
+          ? stepGreedyAr(this.decoder, ids, batch.map((e) => e.counts), batch.map((e) => e.job.penalty)) : null;
+        if (picked) batch.forEach((e) => e.noise.next());
+        else outs = stepLogits(this.decoder, ids);
       }
     } catch (err) {
       // A failed forward pass fails the requests in it, not the process.

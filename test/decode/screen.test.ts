@@ -61,3 +61,51 @@ test('by default only output layers that do not fit the cache are screened', { s
     if (prev !== undefined) process.env.KFORCE_SCREEN = prev;
   }
 });
+
+// Counts the decoder's stepHidden calls (the screened path's step) while f runs.
+function hiddenSteps<T>(dec: ReturnType<ReturnType<typeof randomModels>['ar']['decoder']>, f: () => T): [T, number] {
+  const orig = dec.stepHidden.bind(dec);
+  let n = 0;
+  dec.stepHidden = (...a: Parameters<typeof orig>) => {
+    n++;
+    return orig(...a);
+  };
+  try {
+    return [f(), n];
+  } finally {
+    dec.stepHidden = orig;
+  }
+}
+
+test('screened greedy AR generation gives the tokens of the full output layer', { skip }, () => {
+  const many = Array.from({ length: SCREEN_MAX_ROWS + 2 }, (_, i) => [1 + i, 2 * i + 3]);
+  for (const std of [0.5, 0.02]) {
+    const { ar } = randomModels(cfg, 13, std);
+    assert.ok(withScreen(true, () => screensOutput(ar.decoder())));
+    for (const penalty of [0, 0.5, 2]) {
+      for (const ps of [prompts, prompts.slice(2, 3), many]) {
+        const opts = { maxNewTokens: 11, seed: 3, temperature: 0, penalty, eos: [] };
+        const plain = withScreen(false, () => generate(ar.decoder(), ps, opts));
+        const dec = ar.decoder();
+        const [screened, n] = hiddenSteps(dec, () => withScreen(true, () => generate(dec, ps, opts)));
+        assert.deepEqual(screened.tokens, plain.tokens, `std ${std}, penalty ${penalty}, ${ps.length} prompts`);
+        // batches of up to SCREEN_MAX_ROWS sequences take the screen for every step, larger ones the full layer
+        assert.equal(n, ps.length <= SCREEN_MAX_ROWS ? plain.steps : 0, `${ps.length} prompts`);
+      }
+    }
+    // sampling at a temperature needs every logit: never screened
+    const dec = ar.decoder();
+    const [, n] = hiddenSteps(dec, () => withScreen(true, () => generate(dec, prompts, { maxNewTokens: 5, seed: 3, eos: [] })));
+    assert.equal(n, 0);
+  }
+});
+
+test('screened greedy AR picks what the plain rule picks on NaN rows', { skip }, () => {
+  const { ar } = randomModels(cfg, 17, 0.5);
+  ar.w.normFinal[3] = NaN; // finite output weights (the int8 copy is made), NaN hidden rows and logits
+  const run = (on: boolean) => withScreen(on, () => generate(ar.decoder(), prompts.slice(0, 2), { maxNewTokens: 4, temperature: 0, eos: [] }));
+  const plain = run(false);
+  // the rule's answer for a row of NaNs with the [MASK] logit at -1000 (sampleAr's argmax skips NaNs)
+  assert.deepEqual(plain.tokens, [[cfg.maskIndex, cfg.maskIndex, cfg.maskIndex, cfg.maskIndex], [cfg.maskIndex, cfg.maskIndex, cfg.maskIndex, cfg.maskIndex]]);
+  assert.deepEqual(run(true).tokens, plain.tokens);
+});

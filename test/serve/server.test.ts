@@ -99,6 +99,29 @@ describe('completions', () => {
     assert.deepEqual(a.json.choices[0].token_ids, b.json.choices[0].token_ids);
   });
 
+  test('greedy AR through the screened output layer: the tokens of the full layer, alone and in a batch', async () => {
+    const prev = process.env.KFORCE_SCREEN;
+    const run = async (screen: string) => {
+      process.env.KFORCE_SCREEN = screen;
+      const reqs = [
+        { prompt: [4, 5], max_tokens: 10, temperature: 0, frequency_penalty: 0.5 },
+        { prompt: [7, 1, 3], max_tokens: 7, temperature: 0 },
+        { prompt: [9], max_tokens: 9, temperature: 0.8, seed: 4 }, // sampling in the batch: the full layer for all
+      ];
+      const alone = await post(ar.url, reqs[0]);
+      const together = await Promise.all(reqs.map((b) => post(ar.url, b)));
+      const all = [alone, ...together];
+      for (const r of all) assert.equal(r.status, 200, JSON.stringify(r.json));
+      return all.map((r) => r.json.choices[0].token_ids);
+    };
+    try {
+      assert.deepEqual(await run('1'), await run('0'));
+    } finally {
+      if (prev === undefined) delete process.env.KFORCE_SCREEN;
+      else process.env.KFORCE_SCREEN = prev;
+    }
+  });
+
   test('requests in one batch get exactly what they get alone', async () => {
     for (const [kind, r] of both()) {
       const reqs = Array.from({ length: 6 }, (_, i) => ({
