@@ -386,10 +386,13 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
 
 // Work units: a sequence with a penalty is one unit (its slots in order: each sees the tokens of the slots before
 // it in its counts); without one its slots are independent (the counts do not enter the rule), one unit each.
-#define SLOT(j, i, s, cnt) \
-  screened_slot(j, j->h + ((size_t)j->rowStart[i] + (s)) * j->K, j->hq + 4 * ((size_t)j->rowStart[i] + (s)), \
-                j->isum + 2 * ((size_t)j->rowStart[i] + (s)) * j->N, cnt, j->lambdas[i])
 static int independent_slots(const sel_job *j, size_t i) { return j->lambdas[i] == 0; }
+
+// Slot s of sequence i with the counts cnt.
+static int32_t slot_of(const sel_job *j, size_t i, size_t s, const int32_t *cnt) {
+  const size_t r = (size_t)j->rowStart[i] + s;
+  return screened_slot(j, j->h + r * j->K, j->hq + 4 * r, j->isum + 2 * r * j->N, cnt, j->lambdas[i]);
+}
 
 static void sel_task(void *p, int tid, int nt) {
   (void)tid;
@@ -408,12 +411,12 @@ static void sel_task(void *p, int tid, int nt) {
     }
     int32_t *cnt = j->counts[i], *o = j->out + i * j->kmax;
     if (independent_slots(j, i)) {
-      o[s0] = SLOT(j, i, s0, cnt);
+      o[s0] = slot_of(j, i, s0, cnt);
       continue;
     }
     int32_t s;
     for (s = 0; s < j->takes[i]; s++) {
-      const int32_t t = SLOT(j, i, s, cnt);
+      const int32_t t = slot_of(j, i, (size_t)s, cnt);
       o[s] = t;
       if (t < 0) break;
       cnt[t]++; // later slots of the block see this choice; undone below (the caller records it)

@@ -22,10 +22,10 @@ const prepared = new WeakMap<object, Prepared | null>();
 // By decoder: scratch for the approximate (integer) logits.
 const approxScratch = new WeakMap<object, Int32Array>();
 
-/** Steps with more output rows (PFLM noise rows, AR sequences) than this compute the full output layer: the screen's int8 pass and per-slot scan
- * grow with the rows while the fp32 layer turns compute-bound and efficient (runs/prof.ts, k=4, screen on/off
- * alternating: 8 rows 19.1-19.7 vs 21.0-21.7 ms per step, 16 rows 31.5-33.0 vs 31.4-31.9, 256 rows 420-472 vs
- * 413-425). */
+/** Steps with more output rows (PFLM noise rows, AR sequences) than this compute the full output layer: the
+ * screen's int8 pass and per-slot scan grow with the rows while the fp32 layer turns compute-bound and efficient
+ * (runs/prof.ts, PFLM k=4, screen on/off alternating: 8 rows 19.1-19.7 vs 21.0-21.7 ms per step, 16 rows 31.5-33.0
+ * vs 31.4-31.9, 256 rows 420-472 vs 413-425). */
 export const SCREEN_MAX_ROWS = 8;
 
 /** Output layers smaller than this (fp32 bytes) are not screened unless KFORCE_SCREEN=1: they stay in this host's
