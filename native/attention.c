@@ -246,14 +246,18 @@ static void units_update64(const kf_attn_args *a, const unit64 *u, size_t n, int
   __m512 sc[UMAX];
   for (size_t t = 0; t < n; t++) {
     prefetch_rows(a, u[t].pfh, nidx, u[t].pf0, u[t].pf1);
+    // Key by key (the 4 FMAs of one key's dot in d order, as kf_dot16 adds them): one row pointer live at a time
+    // and the query in 4 registers, where walking d outermost kept 16 row offsets live and spilled them.
+    const __m512 q0 = _mm512_loadu_ps(u[t].q), q1 = _mm512_loadu_ps(u[t].q + 16);
+    const __m512 q2 = _mm512_loadu_ps(u[t].q + 32), q3 = _mm512_loadu_ps(u[t].q + 48);
     __m512 acc[CH];
 #pragma GCC unroll 16
-    for (int c = 0; c < CH; c++) acc[c] = _mm512_setzero_ps();
-#pragma GCC unroll 4
-    for (size_t d = 0; d < 64; d += 16) {
-      const __m512 qv = _mm512_loadu_ps(u[t].q + d);
-#pragma GCC unroll 16
-      for (int c = 0; c < CH; c++) acc[c] = _mm512_fmadd_ps(qv, _mm512_loadu_ps(u[t].k + koff[c] + d), acc[c]);
+    for (int c = 0; c < CH; c++) {
+      const float *kr = u[t].k + koff[c];
+      __m512 x = _mm512_fmadd_ps(q0, _mm512_loadu_ps(kr), _mm512_setzero_ps());
+      x = _mm512_fmadd_ps(q1, _mm512_loadu_ps(kr + 16), x);
+      x = _mm512_fmadd_ps(q2, _mm512_loadu_ps(kr + 32), x);
+      acc[c] = _mm512_fmadd_ps(q3, _mm512_loadu_ps(kr + 48), x);
     }
     sc[t] = _mm512_mul_ps(kf_reduce16(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8], acc[9],
                                       acc[10], acc[11], acc[12], acc[13], acc[14], acc[15]),
