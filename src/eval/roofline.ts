@@ -79,11 +79,15 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, scr
 
   // Visible keys per row: context row i (0-based within the new ones) sees cached + i + 1 keys; noise row j sees all
   // cached and new context keys plus noises 1..j.
-  let keysSeen = 0;
-  for (let i = 0; i < s.newContext; i++) keysSeen += s.cached + i + 1;
-  for (let j = 0; j < s.noise; j++) keysSeen += keysAfter + j + 1;
-  const attnFlops = s.batch * L * 4 * D * keysSeen;
-  const blockFlops = 2 * rows * (12 * D * D) * L;
+  let ctxKeys = 0, noiseKeys = 0;
+  for (let i = 0; i < s.newContext; i++) ctxKeys += s.cached + i + 1;
+  for (let j = 0; j < s.noise; j++) noiseKeys += keysAfter + j + 1;
+  // A PFLM step's context rows stop after the last block's QKV projection (their K/V is all that is kept): no
+  // attention, attention output or MLP there (backboneForward).
+  const ctxLayers = s.noise > 0 ? L - 1 : L;
+  const attnFlops = s.batch * 4 * D * (ctxKeys * ctxLayers + noiseKeys * L);
+  const ctxRows = s.batch * s.newContext, noiseRows = s.batch * s.noise;
+  const blockFlops = 2 * (12 * D * D) * (noiseRows * L + ctxRows * ctxLayers) + (L - ctxLayers) * 2 * ctxRows * 3 * D * D;
   const outFlops = (screen ? 1 : 2) * outRows * D * V;
   const noiseFlops = 2 * s.batch * s.noise * (10 * D * D);
   return { rows, bytes, flops: blockFlops + attnFlops + outFlops + noiseFlops, weightBytes, kvBytes };

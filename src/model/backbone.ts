@@ -129,27 +129,38 @@ export function backboneForward<T extends FloatArray>(m: BaseModel<T>, inp: Back
     } else {
       k = a.qkv.subarray(D) as T; v = a.qkv.subarray(2 * D) as T; kStride = 3 * D;
     }
+    // Inference, last block: the rows before the output rows (a PFLM step's context rows) only need the K/V written
+    // above; their attention, attention output and MLP feed nothing the step returns. The output rows' values do
+    // not change (attention, linear and norms are row by row).
+    const span = !train && l === L - 1 && 'start' in out ? out : null;
+    const skip = span ? Math.min(R, Math.max(0, span.start)) : 0;
+    const Rq = span ? Math.max(0, Math.min(R, span.start + span.count) - skip) : R;
+    if (Rq === 0) break;
+    // (the buffers cut to Rq rows: the kernels check exact sizes)
+    const cut = <U extends FloatArray>(b: U, per: number): U => (Rq === R ? b : b.subarray(0, Rq * per) as U);
+    const rows = span ? cur.subarray(skip * D, (skip + Rq) * D) as T : cur;
     be.attention({
-      nq: R, nHeads: H, headDim: Dh, q: a.qkv, qStride: 3 * D, k, kStride, v, vStride: kStride,
-      out: a.att, outStride: D, lse: a.lse, mask, scale,
+      nq: Rq, nHeads: H, headDim: Dh, q: span ? a.qkv.subarray(skip * 3 * D) as T : a.qkv, qStride: 3 * D, k, kStride, v,
+      vStride: kStride, out: cut(a.att, D), outStride: D, lse: cut(a.lse, H), scale,
+      mask: span ? { rowPtr: mask.rowPtr.subarray(skip, skip + Rq + 1), ranges: mask.ranges } : mask,
     });
     if (train) {
       be.linear(a.mid, a.att, bw.attnOut, null, R, D, D);
       addRes(ops, a.mid, cur);
     } else {
-      const tmp = ws.get('i.tmp', R * D);
-      be.linear(tmp, a.att, bw.attnOut, null, R, D, D);
-      addRes(ops, cur, tmp);
+      const tmp = cut(ws.get('i.tmp', R * D), D);
+      be.linear(tmp, cut(a.att, D), bw.attnOut, null, Rq, D, D);
+      addRes(ops, rows, tmp);
     }
     // ---- MLP: x + mlp.2(GELU_tanh(mlp.0(LN2(x)))) ----
-    be.layerNorm(a.ln2, a.m2, a.r2, a.mid, bw.norm2, null, R, D, LN_EPS);
+    be.layerNorm(cut(a.ln2, D), cut(a.m2, 1), cut(a.r2, 1), train ? a.mid : rows, bw.norm2, null, Rq, D, LN_EPS);
     if (train) {
       // The backward needs fc1's output before the GELU.
       be.linear(a.fc1, a.ln2, bw.fc1W, bw.fc1B, R, D, 4 * D);
       be.gelu(a.gel, a.fc1, R * 4 * D, 'tanh');
     } else {
       // Same bits, without a second pass over [R, 4D] (whose rows the other core wrote).
-      be.linear(a.gel, a.ln2, bw.fc1W, bw.fc1B, R, D, 4 * D, 'gelu_tanh');
+      be.linear(cut(a.gel, 4 * D), cut(a.ln2, D), bw.fc1W, bw.fc1B, Rq, D, 4 * D, 'gelu_tanh');
     }
     if (train) {
       const next = ws.get(`a${l}.res`, R * D);
@@ -159,9 +170,9 @@ export function backboneForward<T extends FloatArray>(m: BaseModel<T>, inp: Back
       resid.push(next);
       layers.push(a);
     } else {
-      const tmp = ws.get('i.tmp', R * D);
-      be.linear(tmp, a.gel, bw.fc2W, bw.fc2B, R, 4 * D, D);
-      addRes(ops, cur, tmp);
+      const tmp = cut(ws.get('i.tmp', R * D), D);
+      be.linear(tmp, cut(a.gel, 4 * D), bw.fc2W, bw.fc2B, Rq, 4 * D, D);
+      addRes(ops, rows, tmp);
     }
   }
 

@@ -32,9 +32,9 @@ test('one PFLM step by hand: 2k rows, noise encoder, output layer on the noise r
   const c = stepCost(tiny, { batch: 2, newContext: 2, cached: 3, noise: 2, outRows: 2 });
   assert.equal(c.rows, 8);
   assert.equal(c.weightBytes, (62 + 11 + 56 + 2 * 2 * 2) * 4);
-  // keys: context rows see 4 and 5; noise rows see 5 + 1 and 5 + 2
-  const keys = 4 + 5 + 6 + 7;
-  assert.equal(c.flops, 2 * 8 * 48 + 2 * 4 * 2 * keys + 2 * 4 * 2 * 3 + 2 * 2 * 2 * 40);
+  // one block, so it is the last: the 4 context rows only get their QKV projection (3 D^2 of the 12 D^2) and no
+  // attention; the 4 noise rows get everything and see 5 + 1 and 5 + 2 keys
+  assert.equal(c.flops, 2 * 4 * 48 + 2 * 4 * 12 + 2 * 4 * 2 * (6 + 7) + 2 * 4 * 2 * 3 + 2 * 2 * 2 * 40);
   assert.equal(c.kvBytes, 2 * 5 * 2 * 2 * 4);
 });
 

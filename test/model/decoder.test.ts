@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initModel } from '../../src/index.ts';
+import { getBackend } from '../../src/tensor/select.ts';
 import { maxRelDiff, TINY, tokenRows, uniforms } from './reference.ts';
 
 const V = TINY.vocabSize;
@@ -118,4 +119,33 @@ test('preallocate sizes the KV pool up front: decoding within it never grows the
   assert.equal(dec.stats().pages, before.pages);
   assert.throws(() => dec.preallocate(-1, 10), /sequences must be an integer >= 0/);
   assert.throws(() => dec.preallocate(2, 1.5), /rows must be an integer >= 0/);
+});
+
+test('PFLM step: the last block runs attention, attention output and MLP for the noise rows only', () => {
+  const cfg = { ...TINY, maxK: 4 };
+  const pflm = initModel(cfg, 'pflm', 3, { std: 0.3 });
+  const D = cfg.hiddenSize, L = cfg.nBlocks;
+  const be = getBackend() as unknown as { linear: (...a: unknown[]) => void };
+  const orig = be.linear;
+  const calls: Array<[number, number, number]> = [];
+  be.linear = function (this: unknown, ...a: unknown[]) {
+    calls.push([a[4] as number, a[5] as number, a[6] as number]);
+    return orig.apply(this, a);
+  };
+  let logits: Float32Array[];
+  try {
+    const dec = pflm.decoder();
+    const id = dec.open([1, 2, 3, 4, 5]);
+    calls.length = 0;
+    logits = dec.step([id], { noise: [[0.2, 0.7, 0.4]] });
+  } finally {
+    be.linear = orig;
+  }
+  // the backbone's linear calls: 4 per block (qkv, attention output, fc1, fc2) on 5 context + 3 noise rows, but the
+  // last block's last three on the 3 noise rows only; then the output layer on the noise rows
+  const backbone = calls.filter(([, K, N]) => (K === D && (N === 3 * D || N === D || N === 4 * D)) || (K === 4 * D && N === D));
+  const rows = backbone.slice(-4 * L).map(([M]) => M);
+  assert.deepEqual(rows, [...Array.from({ length: 4 * (L - 1) }, () => 8), 8, 3, 3, 3]);
+  // and the noise rows' logits are the full forward's (the other decoder tests check every layout against it)
+  assert.equal(logits[0].length, 3 * cfg.vocabSize);
 });
