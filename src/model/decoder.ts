@@ -91,13 +91,18 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
 
   /** Sizes the KV pool for `sequences` sequences of up to `rows` positions each (context plus transient noise rows),
    * so that decoding that much never grows the pool mid-run (benchmarks call it during warm-up; a server can call it
-   * at start-up). Only grows; existing sequences are kept. */
+   * at start-up). Only grows; existing sequences are kept. The new pages are written once here: a fresh allocation
+   * is backed by the OS on first write, which would otherwise land in the decode steps that fill the pool (1 ms per
+   * PFLM step of the official architecture at batch 1, a third of a millisecond per AR step, scripts/profile-step.ts). */
   preallocate(sequences: number, rows: number): void {
     for (const [name, v] of [['sequences', sequences], ['rows', rows]] as const) {
       if (!Number.isSafeInteger(v) || v < 0) throw new Error(`decoder.preallocate: ${name} must be an integer >= 0, got ${String(v)}`);
     }
     const pages = sequences * Math.ceil(rows / PAGE);
-    if (pages > this.nPages) this.grow(pages);
+    if (pages <= this.nPages) return;
+    const from = this.nPages * PAGE * 2 * this.model.D;
+    this.grow(pages);
+    for (const a of this.pool) a.fill(0, from);
   }
 
   /** KV pool bookkeeping: pages allocated and in use, and how often the pool was compacted or grown; PFLM noise rows

@@ -89,6 +89,12 @@ function loadAddon(): { addon: Addon | null; error: string | null; path: string 
   return cached;
 }
 
+/** The loaded addon's exports (null when it is unavailable), for tools that time its calls (scripts/profile-step.ts):
+ * the backend and the kernel wrappers look their functions up on this object at every call. */
+export function nativeAddonExports(): Record<string, unknown> | null {
+  return loadAddon().addon as unknown as Record<string, unknown> | null;
+}
+
 function requireAddon(what: string): Addon {
   const { addon, error } = loadAddon();
   if (!addon) throw new Error(`${what}: native addon unavailable: ${error}`);

@@ -117,6 +117,13 @@ test('preallocate sizes the KV pool up front: decoding within it never grows the
   }
   assert.equal(dec.stats().grows, before.grows);
   assert.equal(dec.stats().pages, before.pages);
+  // the pages are backed by memory at once (written), not on the first decode step that touches them
+  const big = pf.decoder();
+  const bytes = TINY.nBlocks * 64 * 2048 * 2 * TINY.hiddenSize * 4;
+  const rss0 = process.memoryUsage().rss;
+  big.preallocate(64, 2048);
+  const grown = process.memoryUsage().rss - rss0;
+  assert.ok(grown > 0.5 * bytes, `resident memory grew by ${grown} bytes for a ${bytes}-byte pool`);
   assert.throws(() => dec.preallocate(-1, 10), /sequences must be an integer >= 0/);
   assert.throws(() => dec.preallocate(2, 1.5), /rows must be an integer >= 0/);
 });
