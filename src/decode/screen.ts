@@ -95,9 +95,7 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
   penalties: readonly number[]): (number[] | Error)[] {
   const cfg = decoder.config;
   const V = cfg.vocabSize;
-  if (counts.length !== ids.length || penalties.length !== ids.length) {
-    throw new Error(`stepSelectPflm: ${ids.length} sequences need as many count tables and penalties (got ${counts.length}, ${penalties.length})`);
-  }
+  perSequence('stepSelectPflm', ids, counts, penalties);
   const rows = (opts.noise ?? []).reduce((n, r) => n + (Array.isArray(r) ? r.length : 0), 0);
   const k = rows <= SCREEN_MAX_ROWS ? screenKernels() : null;
   const prep = k && screenable(decoder, k, counts, penalties);
@@ -127,9 +125,7 @@ export function stepSelectPflm(decoder: BatchDecoder, ids: SeqId[], opts: StepOp
 export function stepGreedyAr(decoder: BatchDecoder, ids: SeqId[], counts: readonly TokenCounts[],
   penalties: readonly number[]): (number[] | Error)[] | null {
   if (decoder.kind !== 'ar' || ids.length > SCREEN_MAX_ROWS) return null;
-  if (counts.length !== ids.length || penalties.length !== ids.length) {
-    throw new Error(`stepGreedyAr: ${ids.length} sequences need as many count tables and penalties (got ${counts.length}, ${penalties.length})`);
-  }
+  perSequence('stepGreedyAr', ids, counts, penalties);
   const k = screenKernels();
   const prep = k && screenable(decoder, k, counts, penalties);
   if (!k || !prep) return null;
@@ -140,6 +136,12 @@ export function stepGreedyAr(decoder: BatchDecoder, ids: SeqId[], counts: readon
     const t = sampleArRows([logits], [0.5], [counts[i]], [{ temperature: 0, topP: 1, penalty: penalties[i], maskIndex }])[0];
     return t instanceof Error ? t : [t];
   });
+}
+
+function perSequence(fn: string, ids: SeqId[], counts: readonly TokenCounts[], penalties: readonly number[]): void {
+  if (counts.length !== ids.length || penalties.length !== ids.length) {
+    throw new Error(`${fn}: ${ids.length} sequences need as many count tables and penalties (got ${counts.length}, ${penalties.length})`);
+  }
 }
 
 /** The decoder's int8 copy when the screen can take this step's counts and penalties; inputs the plain rules would

@@ -100,7 +100,7 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
     }
     const pages = sequences * Math.ceil(rows / PAGE);
     if (pages <= this.nPages) return;
-    const from = this.nPages * PAGE * 2 * this.model.D;
+    const from = this.pool[0]?.length ?? 0; // every layer's pool has the same size
     this.grow(pages);
     for (const a of this.pool) a.fill(0, from);
   }
