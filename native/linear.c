@@ -32,6 +32,7 @@ typedef struct {
   size_t M, K, N;
   size_t nb;       // weight rows per block
   size_t nblocks;
+  size_t nfull, nbs; // grouped path: blocks [0, nfull) have nb rows, the rest nbs (the tail cut finer, block_range)
   atomic_size_t next;
   int act;         // KF_ACT_*: applied to each finished block of outputs while it is hot (kf_linear_act)
 } lin_job;
@@ -54,13 +55,14 @@ static long knob_hint0 = 0;        // grouped path, group 0 prefetch: 0 T0, 1 T1
 static long knob_hint1 = 1;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA, 3 none
 static long knob_xbudget = 24;     // grouped path: KiB of L1 for one group's x chunk
 static long knob_huge = 0;         // 1: weights and large buffers on transparent huge pages (see kf_huge_collapse)
+static long knob_tail = 4;         // grouped path: the last block of each thread is cut into this many pieces (1: not)
 static int knobs_read = 0;
 
 static const struct { const char *name; long *v; } knobs[] = {
   {"pf_bytes", &knob_pf_bytes}, {"block_few", &knob_block_few}, {"block_grp", &knob_block_grp},
   {"block_many", &knob_block_many}, {"kc", &knob_kc}, {"mb", &knob_mb}, {"grp_max", &knob_grp_max}, {"tiles34", &knob_tiles34},
   {"pf_few", &knob_pf_few}, {"pf_rows", &knob_pf_rows}, {"hint0", &knob_hint0}, {"hint1", &knob_hint1}, {"xbudget", &knob_xbudget},
-  {"huge", &knob_huge},
+  {"huge", &knob_huge}, {"tail", &knob_tail},
 };
 
 static void read_knobs(void) {
@@ -366,6 +368,13 @@ static void make_groups(size_t M, groups_t *g) {
   g->gm0[g->G] = M;
 }
 
+// Rows [*n0, *n1) of block b of the grouped path.
+static void block_range(const lin_job *j, size_t b, size_t *n0, size_t *n1) {
+  *n0 = b < j->nfull ? b * j->nb : j->nfull * j->nb + (b - j->nfull) * j->nbs;
+  const size_t len = b < j->nfull ? j->nb : j->nbs;
+  *n1 = *n0 + len < j->N ? *n0 + len : j->N;
+}
+
 // One block [n0, n1) for all groups. *nxt is the thread's next block (claimed here when the prefetch reaches it).
 static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, size_t *nxt) {
   const size_t K = j->K, N = j->N, G = gs->G;
@@ -388,7 +397,8 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
     } else if (g == 1 && knob_hint1 < H_COUNT) {
       if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
       if (*nxt < j->nblocks) {
-        const size_t x0 = *nxt * j->nb, x1 = x0 + j->nb < N ? x0 + j->nb : N;
+        size_t x0, x1;
+        block_range(j, *nxt, &x0, &x1);
         lcur = (const char *)(j->w + x0 * K);
         lend = (const char *)(j->w + x1 * K);
         // k steps left in groups 1..G-1 (about T * K/16 each) against the lines of the next block.
@@ -420,7 +430,9 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
           } else if (G == 1) {
             if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
             if (*nxt < j->nblocks) {
-              const size_t x0 = *nxt * j->nb, x1 = x0 + j->nb < N ? x0 + j->nb : N, e = (pc - C) * T + pt;
+              size_t x0, x1;
+              block_range(j, *nxt, &x0, &x1);
+              const size_t e = (pc - C) * T + pt;
               if (e * nr < x1 - x0) {
                 pf = (const char *)(j->w + (x0 + e * nr) * K);
                 np = (int)nr;
@@ -462,7 +474,8 @@ static void group_task(void *p, int tid, int nt) {
   size_t cur = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
   while (cur < j->nblocks) {
     size_t nxt = NO_BLOCK;
-    const size_t n0 = cur * j->nb, n1 = n0 + j->nb < j->N ? n0 + j->nb : j->N;
+    size_t n0, n1;
+    block_range(j, cur, &n0, &n1);
     group_block(j, &gs, n0, n1, &nxt);
     cur = nxt != NO_BLOCK ? nxt : atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
   }
@@ -669,6 +682,13 @@ void kf_linear_act(float *out, const float *x, const float *w, const float *bias
     nb = (nb + 23) / 24 * 24;
     j.nb = nb;
     j.nblocks = (N + nb - 1) / nb;
+    // The threads finish unevenly (one of them systematically later, measured: a third of a block per call on
+    // average), so the last block of each thread is cut into pieces that whichever thread is free takes.
+    const size_t pieces = knob_tail > 1 ? (size_t)knob_tail : 1;
+    j.nfull = j.nblocks >= KF_THREADS ? j.nblocks - KF_THREADS : 0;
+    j.nbs = (nb / pieces + 23) / 24 * 24;
+    if (j.nbs < 24) j.nbs = 24;
+    j.nblocks = j.nfull + (N - j.nfull * nb + j.nbs - 1) / j.nbs;
     atomic_init(&j.next, 0);
     kf_parallel(group_task, &j, flops >= 2e5 && j.nblocks > 1 ? KF_THREADS : 1);
     return;

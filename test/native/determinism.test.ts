@@ -152,8 +152,11 @@ test('results do not depend on the number of threads or on huge pages', { skip }
   const two = run({ KFORCE_THREADS: '2' });
   assert.match(one, /^[0-9a-f]{64}$/);
   assert.equal(one, two);
-  // Transparent huge pages (off by default) move memory, never values.
+  // Transparent huge pages (off by default) move memory, never values; neither does cutting the threads' last blocks
+  // into pieces (KFORCE_LIN_TAIL, default 4) or not (1).
   assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_HUGE: '1' }), one);
+  assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_TAIL: '1' }), one);
+  assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_TAIL: '7' }), one);
 });
 
 test('attention at head dim 64: the batched chunk update gives the bits of the one-unit-at-a-time update', { skip }, () => {
