@@ -124,17 +124,32 @@ int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *met
 
 #if KF_SCREEN
 // ---- approximate logits: isum[M, N, 2] = sum_k (q1 + 128) q and sum_k (q2 + 128) q (u8 x s8 dot products; the 128
-// offsets are taken out later). Threads take blocks of SB weight rows; every group of up to 4 h rows walks the block
-// with an R rows x 2 parts x 8/R weight rows tile (R = 3: 2; the first group streams it from DRAM with software
-// prefetch, the others find it in L2).
+// offsets are taken out later). Threads take long blocks of weight rows (an even number of equal blocks of about
+// BLOCK_BYTES, the last one of each thread cut into pieces as in linear.c) and walk them in sub-blocks of SB rows;
+// every group of up to 4 h rows walks a sub-block with an R rows x 2 parts x 8/R weight rows tile (R = 3: 2; the
+// first group streams it from DRAM with software prefetch, the others find it in L2). Blocks of 96 rows claimed one
+// at a time cost 13-15% of the integer pass for 1-8 rows against ~1 MB runs per thread (measured, RESULTS.md).
 #define SB 96
+#define BLOCK_BYTES ((size_t)1 << 20)
 typedef struct {
   const uint8_t *xq; // [M][2][Kp]
   const int8_t *wq;
   int32_t *out;
   size_t M, N, Kp, pf; // pf: software prefetch distance in bytes along each weight row
+  size_t nb, nfull, nbs, nblocks; // blocks [0, nfull) have nb rows, the rest nbs
   atomic_size_t next;
 } approx_job;
+
+static void approx_blocks(approx_job *j) {
+  const size_t pairs = (j->N * j->Kp + 2 * BLOCK_BYTES - 1) / (2 * BLOCK_BYTES);
+  size_t nb = (j->N + 2 * pairs - 1) / (2 * pairs);
+  nb = (nb + 7) / 8 * 8;
+  const size_t nblocks = (j->N + nb - 1) / nb;
+  j->nb = nb;
+  j->nfull = nblocks >= KF_THREADS ? nblocks - KF_THREADS : 0;
+  j->nbs = (nb / 4 + 7) / 8 * 8;
+  j->nblocks = j->nfull + (j->N - j->nfull * nb + j->nbs - 1) / j->nbs;
+}
 
 // One level of simd.h's reduction tree on int32 lanes (integer adds are exact, so any order would do; this one keeps
 // lane a of the final result = the sum of accumulator a).
@@ -192,14 +207,18 @@ static void approx_task(void *p, int tid, int nt) {
   approx_job *j = p;
   const size_t N = j->N, M = j->M;
   size_t b;
-  while ((b = atomic_fetch_add(&j->next, 1)) < (N + SB - 1) / SB) {
-    const size_t n0 = b * SB, n1 = n0 + SB < N ? n0 + SB : N;
-    for (size_t m0 = 0; m0 < M; m0 += 4) {
-      switch (M - m0 < 4 ? M - m0 : 4) {
-      case 1: approx_rows(1, j, m0, n0, n1); break;
-      case 2: approx_rows(2, j, m0, n0, n1); break;
-      case 3: approx_rows(3, j, m0, n0, n1); break;
-      default: approx_rows(4, j, m0, n0, n1); break;
+  while ((b = atomic_fetch_add(&j->next, 1)) < j->nblocks) {
+    const size_t b0 = b < j->nfull ? b * j->nb : j->nfull * j->nb + (b - j->nfull) * j->nbs;
+    const size_t len = b < j->nfull ? j->nb : j->nbs, b1 = b0 + len < N ? b0 + len : N;
+    for (size_t n0 = b0; n0 < b1; n0 += SB) {
+      const size_t n1 = n0 + SB < b1 ? n0 + SB : b1;
+      for (size_t m0 = 0; m0 < M; m0 += 4) {
+        switch (M - m0 < 4 ? M - m0 : 4) {
+        case 1: approx_rows(1, j, m0, n0, n1); break;
+        case 2: approx_rows(2, j, m0, n0, n1); break;
+        case 3: approx_rows(3, j, m0, n0, n1); break;
+        default: approx_rows(4, j, m0, n0, n1); break;
+        }
       }
     }
   }
@@ -471,7 +490,8 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
   }
   // Prefetch 6 KB ahead along each weight row: whole screen for 1 / 4 rows of the official shape (runs/screen-bench.ts,
   // alternating): 4 KB 1.19-1.32 / 1.61-1.90 ms, 6 KB 0.95-1.00 / 1.59-1.77, 8 KB 0.91-1.05 / 1.66-1.95; 2 KB slower.
-  approx_job aj = {xq, wq, isum, M, N, Kp, 6144, 0};
+  approx_job aj = {xq, wq, isum, M, N, Kp, 6144, 0, 0, 0, 0, 0};
+  approx_blocks(&aj);
   kf_parallel(approx_task, &aj, KF_THREADS);
   free(xq);
   sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, isum, hq, K, N, rowStart, takes, counts,
