@@ -1,6 +1,6 @@
 // Stand-alone C driver of the native kernels (no Node): the same measurements as src/eval/bench-kernels.ts, for
 // tuning on machines without Node or on quiet hosts. Build: see native/bench/build.sh. Not part of the addon.
-//   kbench [shapes|decode|all] [rows,...]
+//   kbench [shapes|decode|all] [rows,...] | kbench screen [rows,...] | kbench ab ... | kbench abdecode ... | kbench peak
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,10 +118,61 @@ static int abdecode(int argc, char **argv) {
   return 0;
 }
 
+// kbench screen rows,...: the screened selection (native/screen.c) on the official output layer (50258 x 768, weights
+// drawn like the random models', std 0.02; h standard normal), one sequence per 4 rows without penalty, the int8
+// weights cold (a 96 MB buffer read between calls), median of 15 calls.
+static int screen(int argc, char **argv) {
+  if (!kf_screen_supported()) return fprintf(stderr, "kbench screen: this build has no AVX512-VNNI screen\n"), 2;
+  size_t rowsv[16] = {1, 2, 4, 8};
+  int nrows = 4;
+  if (argc > 2) {
+    nrows = 0;
+    for (char *p = strtok(argv[2], ","); p && nrows < 16; p = strtok(NULL, ",")) rowsv[nrows++] = atoi(p);
+  }
+  const size_t N = 50258, K = 768, Kp = kf_screen_stride(K);
+  float *w = fill(N * K, 21), *bias = fill(N, 22);
+  for (size_t i = 0; i < N * K; i++) w[i] *= 0.04f * 1.7320508f; // uniform with std 0.02
+  for (size_t i = 0; i < N; i++) bias[i] = 0;
+  int8_t *wq = aligned_alloc(64, N * Kp);
+  float *meta = malloc(4 * N * sizeof(float));
+  if (!wq || !meta || !kf_screen_prepare(w, N, K, wq, meta)) return fprintf(stderr, "kbench screen: prepare failed\n"), 2;
+  const size_t flushn = (96u << 20) / 4;
+  float *flush = fill(flushn, 23);
+  volatile float sink = 0;
+  for (int r = 0; r < nrows; r++) {
+    const size_t M = rowsv[r], nseq = (M + 3) / 4;
+    float *h = fill(M * K, 24);
+    for (size_t i = 0; i < M * K; i++) h[i] *= 3.4641016f; // std 1
+    int32_t *isum = malloc(M * N * 2 * sizeof(int32_t)), *out = malloc(nseq * 4 * sizeof(int32_t));
+    int32_t rowStart[16], takes[16], *counts[16];
+    double lambdas[16];
+    for (size_t i = 0; i < nseq; i++) {
+      rowStart[i] = (int32_t)(4 * i);
+      takes[i] = (int32_t)(M - 4 * i < 4 ? M - 4 * i : 4);
+      counts[i] = calloc(N, sizeof(int32_t));
+      lambdas[i] = 0;
+    }
+    double t[16];
+    for (int i = -1; i < 15; i++) {
+      for (size_t k = 0; k < flushn; k += 16) sink += flush[k];
+      double t0 = now_ms();
+      kf_screen_select(h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, nseq, (int32_t)N - 1, 4,
+                       out);
+      if (i >= 0) t[i] = now_ms() - t0;
+    }
+    qsort(t, 15, sizeof(double), cmp);
+    printf("screen rows %2zu: median %.3f ms best %.3f (int8 weights %.1f MB)\n", M, t[7], t[0], N * Kp / 1e6);
+    for (size_t i = 0; i < nseq; i++) free(counts[i]);
+    free(h); free(isum); free(out);
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "all";
   if (!strcmp(mode, "ab")) return ab(argc, argv);
   if (!strcmp(mode, "abdecode")) return abdecode(argc, argv);
+  if (!strcmp(mode, "screen")) return screen(argc, argv);
   if (!strcmp(mode, "peak")) {
     kf_fma_peak(50);
     printf("FMA peak: %.1f GFLOP/s (2 threads)\n", kf_fma_peak(200));
