@@ -59,9 +59,13 @@ for (let r = 0; r < o.rounds; r++) {
     const res = generate(dec, prompts, { ...opts, maxNewTokens: o.tokens });
     const ms = performance.now() - t;
     on = false;
-    const parts = [...timers.entries()].sort((a, b) => b[1] - a[1]).slice(0, 16)
-      .map(([n, v]) => `${n}=${(v / res.steps).toFixed(3)}`).join(' ');
+    const sorted = [...timers.entries()].sort((a, b) => b[1] - a[1]);
+    const inNative = sorted.reduce((acc, [, v]) => acc + v, 0);
+    const rest = sorted.slice(16).reduce((acc, [, v]) => acc + v, 0);
+    const parts = sorted.slice(0, 16).map(([n, v]) => `${n}=${(v / res.steps).toFixed(3)}`).join(' ');
+    // outside=: the step's time in none of the addon's calls (JavaScript: masks, bookkeeping, token handling)
     console.log(`${k ? `PFLM k=${k}` : 'AR'} batch ${o.batch}: ${(ms / res.steps).toFixed(2)} ms/step, ` +
-      `${((o.batch * o.tokens) / ms * 1000).toFixed(1)} tok/s | ${parts}`);
+      `${((o.batch * o.tokens) / ms * 1000).toFixed(1)} tok/s | ${parts} other-native=${(rest / res.steps).toFixed(3)} ` +
+      `outside=${((ms - inNative) / res.steps).toFixed(3)}`);
   }
 }
