@@ -14,6 +14,16 @@
 typedef void (*kf_task_fn)(void *arg, int tid, int nt);
 void kf_parallel(kf_task_fn fn, void *arg, int want_threads);
 
+// Work split of the streaming kernels (linear.c's grouped path, screen.c's integer pass): rows [0, N) of row_bytes
+// each cut into a multiple of KF_THREADS equal blocks of about target_bytes (rows a multiple of align), so that each
+// thread streams long runs, and the last KF_THREADS blocks cut again into `pieces` blocks, which whichever thread is
+// free takes (the two threads finish unevenly: measured, RESULTS.md session 9). Blocks are numbered in row order.
+typedef struct {
+  size_t N, nb, nfull, nbs, nblocks; // blocks [0, nfull) have nb rows, the rest nbs (the last one up to N)
+} kf_row_blocks;
+kf_row_blocks kf_split_rows(size_t N, size_t row_bytes, size_t target_bytes, size_t align, size_t pieces);
+void kf_block_rows(const kf_row_blocks *s, size_t b, size_t *n0, size_t *n1);
+
 // ---- linear (linear.c) ----------------------------------------------------------------------------------------
 void kf_linear(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N);
 // kf_linear followed by an activation of every output (KF_ACT_GELU_TANH: the values kf_gelu(.., exact = 0) gives),

@@ -32,7 +32,7 @@ typedef struct {
   size_t M, K, N;
   size_t nb;       // weight rows per block
   size_t nblocks;
-  size_t nfull, nbs; // grouped path: blocks [0, nfull) have nb rows, the rest nbs (the tail cut finer, block_range)
+  kf_row_blocks split; // grouped path: its blocks (kf_split_rows)
   atomic_size_t next;
   int act;         // KF_ACT_*: applied to each finished block of outputs while it is hot (kf_linear_act)
 } lin_job;
@@ -368,13 +368,6 @@ static void make_groups(size_t M, groups_t *g) {
   g->gm0[g->G] = M;
 }
 
-// Rows [*n0, *n1) of block b of the grouped path.
-static void block_range(const lin_job *j, size_t b, size_t *n0, size_t *n1) {
-  *n0 = b < j->nfull ? b * j->nb : j->nfull * j->nb + (b - j->nfull) * j->nbs;
-  const size_t len = b < j->nfull ? j->nb : j->nbs;
-  *n1 = *n0 + len < j->N ? *n0 + len : j->N;
-}
-
 // One block [n0, n1) for all groups. *nxt is the thread's next block (claimed here when the prefetch reaches it).
 static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, size_t *nxt) {
   const size_t K = j->K, N = j->N, G = gs->G;
@@ -398,7 +391,7 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
       if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
       if (*nxt < j->nblocks) {
         size_t x0, x1;
-        block_range(j, *nxt, &x0, &x1);
+        kf_block_rows(&j->split, *nxt, &x0, &x1);
         lcur = (const char *)(j->w + x0 * K);
         lend = (const char *)(j->w + x1 * K);
         // k steps left in groups 1..G-1 (about T * K/16 each) against the lines of the next block.
@@ -431,7 +424,7 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
             if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
             if (*nxt < j->nblocks) {
               size_t x0, x1;
-              block_range(j, *nxt, &x0, &x1);
+              kf_block_rows(&j->split, *nxt, &x0, &x1);
               const size_t e = (pc - C) * T + pt;
               if (e * nr < x1 - x0) {
                 pf = (const char *)(j->w + (x0 + e * nr) * K);
@@ -475,7 +468,7 @@ static void group_task(void *p, int tid, int nt) {
   while (cur < j->nblocks) {
     size_t nxt = NO_BLOCK;
     size_t n0, n1;
-    block_range(j, cur, &n0, &n1);
+    kf_block_rows(&j->split, cur, &n0, &n1);
     group_block(j, &gs, n0, n1, &nxt);
     cur = nxt != NO_BLOCK ? nxt : atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
   }
@@ -671,24 +664,13 @@ void kf_linear_act(float *out, const float *x, const float *w, const float *bias
       gt_init();
       inited = 1;
     }
-    // Long runs per thread matter (each block start costs a prefetch ramp), and so does balance: cut N into an even
-    // number of equal blocks of about the knob's size, in rows that are a multiple of every tile height.
+    // Long runs per thread matter (each block start costs a prefetch ramp), and so does balance: equal blocks of about
+    // the knob's size, in rows that are a multiple of every tile height, the last one of each thread in `tail` pieces
+    // (knob; 1: none).
     const long kib = M <= GMAX ? knob_block_few : knob_block_grp;
-    const size_t target = (size_t)(kib > 0 ? kib : 1) << 10;
-    const size_t total = N * K * sizeof(float);
-    size_t pairs = (total + 2 * target - 1) / (2 * target);
-    if (pairs < 1) pairs = 1;
-    size_t nb = (N + 2 * pairs - 1) / (2 * pairs);
-    nb = (nb + 23) / 24 * 24;
-    j.nb = nb;
-    j.nblocks = (N + nb - 1) / nb;
-    // The threads finish unevenly (one of them systematically later, measured: a third of a block per call on
-    // average), so the last block of each thread is cut into pieces that whichever thread is free takes.
-    const size_t pieces = knob_tail > 1 ? (size_t)knob_tail : 1;
-    j.nfull = j.nblocks >= KF_THREADS ? j.nblocks - KF_THREADS : 0;
-    j.nbs = (nb / pieces + 23) / 24 * 24;
-    if (j.nbs < 24) j.nbs = 24;
-    j.nblocks = j.nfull + (N - j.nfull * nb + j.nbs - 1) / j.nbs;
+    j.split = kf_split_rows(N, K * sizeof(float), (size_t)(kib > 0 ? kib : 1) << 10, 24,
+                            knob_tail > 1 ? (size_t)knob_tail : 1);
+    j.nblocks = j.split.nblocks;
     atomic_init(&j.next, 0);
     kf_parallel(group_task, &j, flops >= 2e5 && j.nblocks > 1 ? KF_THREADS : 1);
     return;

@@ -134,3 +134,27 @@ void kf_parallel(kf_task_fn fn, void *arg, int want_threads) {
   }
   pthread_mutex_unlock(&busy);
 }
+
+kf_row_blocks kf_split_rows(size_t N, size_t row_bytes, size_t target_bytes, size_t align, size_t pieces) {
+  kf_row_blocks s = {N, 0, 0, 0, 0};
+  if (N == 0) return s;
+  if (align < 1) align = 1;
+  if (target_bytes < 1) target_bytes = 1;
+  const size_t T = KF_THREADS;
+  size_t rounds = (N * row_bytes + T * target_bytes - 1) / (T * target_bytes); // blocks per thread
+  if (rounds < 1) rounds = 1;
+  s.nb = (N + T * rounds - 1) / (T * rounds);
+  s.nb = (s.nb + align - 1) / align * align;
+  const size_t nblocks = (N + s.nb - 1) / s.nb;
+  s.nfull = nblocks >= T ? nblocks - T : 0;
+  s.nbs = (s.nb / (pieces > 1 ? pieces : 1) + align - 1) / align * align;
+  if (s.nbs < align) s.nbs = align;
+  s.nblocks = s.nfull + (N - s.nfull * s.nb + s.nbs - 1) / s.nbs;
+  return s;
+}
+
+void kf_block_rows(const kf_row_blocks *s, size_t b, size_t *n0, size_t *n1) {
+  *n0 = b < s->nfull ? b * s->nb : s->nfull * s->nb + (b - s->nfull) * s->nbs;
+  const size_t len = b < s->nfull ? s->nb : s->nbs;
+  *n1 = *n0 + len < s->N ? *n0 + len : s->N;
+}

@@ -136,20 +136,9 @@ typedef struct {
   const int8_t *wq;
   int32_t *out;
   size_t M, N, Kp, pf; // pf: software prefetch distance in bytes along each weight row
-  size_t nb, nfull, nbs, nblocks; // blocks [0, nfull) have nb rows, the rest nbs
+  kf_row_blocks split;
   atomic_size_t next;
 } approx_job;
-
-static void approx_blocks(approx_job *j) {
-  const size_t pairs = (j->N * j->Kp + 2 * BLOCK_BYTES - 1) / (2 * BLOCK_BYTES);
-  size_t nb = (j->N + 2 * pairs - 1) / (2 * pairs);
-  nb = (nb + 7) / 8 * 8;
-  const size_t nblocks = (j->N + nb - 1) / nb;
-  j->nb = nb;
-  j->nfull = nblocks >= KF_THREADS ? nblocks - KF_THREADS : 0;
-  j->nbs = (nb / 4 + 7) / 8 * 8;
-  j->nblocks = j->nfull + (j->N - j->nfull * nb + j->nbs - 1) / j->nbs;
-}
 
 // One level of simd.h's reduction tree on int32 lanes (integer adds are exact, so any order would do; this one keeps
 // lane a of the final result = the sum of accumulator a).
@@ -205,11 +194,11 @@ static void approx_task(void *p, int tid, int nt) {
   (void)tid;
   (void)nt;
   approx_job *j = p;
-  const size_t N = j->N, M = j->M;
+  const size_t M = j->M;
   size_t b;
-  while ((b = atomic_fetch_add(&j->next, 1)) < j->nblocks) {
-    const size_t b0 = b < j->nfull ? b * j->nb : j->nfull * j->nb + (b - j->nfull) * j->nbs;
-    const size_t len = b < j->nfull ? j->nb : j->nbs, b1 = b0 + len < N ? b0 + len : N;
+  while ((b = atomic_fetch_add(&j->next, 1)) < j->split.nblocks) {
+    size_t b0, b1;
+    kf_block_rows(&j->split, b, &b0, &b1);
     for (size_t n0 = b0; n0 < b1; n0 += SB) {
       const size_t n1 = n0 + SB < b1 ? n0 + SB : b1;
       for (size_t m0 = 0; m0 < M; m0 += 4) {
@@ -490,8 +479,7 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
   }
   // Prefetch 6 KB ahead along each weight row: whole screen for 1 / 4 rows of the official shape (runs/screen-bench.ts,
   // alternating): 4 KB 1.19-1.32 / 1.61-1.90 ms, 6 KB 0.95-1.00 / 1.59-1.77, 8 KB 0.91-1.05 / 1.66-1.95; 2 KB slower.
-  approx_job aj = {xq, wq, isum, M, N, Kp, 6144, 0, 0, 0, 0, 0};
-  approx_blocks(&aj);
+  approx_job aj = {xq, wq, isum, M, N, Kp, 6144, kf_split_rows(N, Kp, BLOCK_BYTES, 8, 4), 0};
   kf_parallel(approx_task, &aj, KF_THREADS);
   free(xq);
   sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, isum, hq, K, N, rowStart, takes, counts,
