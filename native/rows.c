@@ -34,7 +34,25 @@ void kf_add_inplace(float *a, const float *b, size_t n) {
   kf_parallel(add_task, &j, n >= (1u << 16) ? KF_THREADS : 1);
 }
 
+typedef struct {
+  float *dst;
+  const float *src;
+  size_t dstStride, srcStride, width, rows;
+  const int32_t *rowIndex;
+} scatter_job;
+
+static void scatter_task(void *arg, int tid, int nt) {
+  const scatter_job *j = arg;
+  const size_t r0 = j->rows * (size_t)tid / (size_t)nt, r1 = j->rows * (size_t)(tid + 1) / (size_t)nt;
+  for (size_t r = r0; r < r1; r++)
+    memcpy(j->dst + (size_t)j->rowIndex[r] * j->dstStride, j->src + r * j->srcStride, j->width * sizeof(float));
+}
+
+// Both threads copy: the source rows were just written by both (the QKV projection splits its output columns between
+// them) and the destination rows are usually not in any cache, so a copy waits on line transfers; two threads keep
+// twice as many in flight.
 void kf_scatter_rows(float *dst, size_t dstStride, const float *src, size_t srcStride, size_t width,
                      const int32_t *rowIndex, size_t rows) {
-  for (size_t r = 0; r < rows; r++) memcpy(dst + (size_t)rowIndex[r] * dstStride, src + r * srcStride, width * sizeof(float));
+  scatter_job j = {dst, src, dstStride, srcStride, width, rows, rowIndex};
+  kf_parallel(scatter_task, &j, rows >= 2 && rows * width >= 4096 ? KF_THREADS : 1);
 }

@@ -40,6 +40,15 @@ test('scatterRows equals per-row set and rejects rows outside dst', { skip }, ()
   for (let r = 0; r < R; r++) want.set(src.subarray(r * srcStride, r * srcStride + width), rowIndex[r] * dstStride);
   ops().scatterRows(got, dstStride, src, srcStride, width, rowIndex);
   assert.deepEqual(got, want);
+  // K|V rows of D = 768 (both threads copy, a share of the rows each)
+  for (const rows of [2, 3, 9]) {
+    const W = 1536, sS = 2304, dS = 1536;
+    const s2 = rand32(rng, rows * sS).subarray(768), idx = rowIndex.subarray(0, rows);
+    const w2 = rand32(rng, 20 * dS), g2 = w2.slice();
+    for (let r = 0; r < rows; r++) w2.set(s2.subarray(r * sS, r * sS + W), idx[r] * dS);
+    ops().scatterRows(g2, dS, s2, sS, W, idx);
+    assert.deepEqual(g2, w2, `${rows} rows of ${W}`);
+  }
   assert.throws(() => ops().scatterRows(got, dstStride, src, srcStride, width, Int32Array.from([20])), /rowIndex\[0\] = 20 is outside dst/);
   assert.throws(() => ops().scatterRows(got, dstStride, src, srcStride, 11, rowIndex), /width 11 exceeds a stride/);
   assert.throws(() => ops().scatterRows(got, dstStride, src.subarray(0, 20), srcStride, width, rowIndex), /src has 20 elements/);
