@@ -124,8 +124,8 @@ int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *met
 
 #if KF_SCREEN
 // ---- approximate logits: isum[M, N, 2] = sum_k (q1 + 128) q and sum_k (q2 + 128) q (u8 x s8 dot products; the 128
-// offsets are taken out later). Threads take long blocks of weight rows (an even number of equal blocks of about
-// BLOCK_BYTES, the last one of each thread cut into pieces as in linear.c) and walk them in sub-blocks of SB rows;
+// offsets are taken out later). Threads take long blocks of weight rows (kf_split_rows: equal blocks of about
+// BLOCK_BYTES, the last one of each thread cut into pieces) and walk them in sub-blocks of SB rows;
 // every group of up to 4 h rows walks a sub-block with an R rows x 2 parts x 8/R weight rows tile (R = 3: 2; the
 // first group streams it from DRAM with software prefetch, the others find it in L2). Blocks of 96 rows claimed one
 // at a time cost 13-15% of the integer pass for 1-8 rows against ~1 MB runs per thread (measured, RESULTS.md).
