@@ -133,13 +133,18 @@ test('results do not depend on the number of threads or on huge pages', { skip }
     const big = r(1 << 20);
     const g = new Float32Array(big.length);
     b.gelu(g, big, big.length, 'tanh');
+    // row ops above the two-thread threshold (8192 elements)
+    const LR = 64, LD = 256, lx = r(LR * LD), lo = new Float32Array(LR * LD), lm = new Float32Array(LR), ls = new Float32Array(LR);
+    b.layerNorm(lo, lm, ls, lx, r(LD), r(LD), LR, LD, 1e-5);
+    const rq = r(LR * 3 * LD), rpos = Int32Array.from({ length: LR }, (_, i) => 3 * i + 1);
+    b.rope(rq, 3 * LD, LR, 4, 64, rpos, Float32Array.from({ length: 32 }, (_, i) => 1 / (1 + i)), false);
     // A weight matrix large enough (9 MB, in a 12 MB aligned buffer) for the huge-page path when it is switched on.
     const wl = alignedFloat32(3 << 20);
     wl.set(r(768 * 3072));
     const xl = r(3 * 768), ol = new Float32Array(3 * 3072);
     b.linear(ol, xl, wl.subarray(0, 768 * 3072), null, 3, 768, 3072);
     const h = createHash('sha256');
-    for (const a of [out, ao, lse, g, ol]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    for (const a of [out, ao, lse, g, ol, lo, lm, ls, rq]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
     h.update(String(b.sumSquares(big)));
     process.stdout.write(h.digest('hex'));`;
   const run = (env: Record<string, string>) => {
