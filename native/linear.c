@@ -30,7 +30,7 @@ typedef struct {
   float *out;
   const float *x, *w, *bias;
   size_t M, K, N;
-  size_t nb;       // weight rows per block
+  size_t nb;       // many-row path: weight rows per block (the grouped path's blocks are in split)
   size_t nblocks;
   kf_row_blocks split; // grouped path: its blocks (kf_split_rows)
   atomic_size_t next;

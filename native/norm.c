@@ -5,10 +5,7 @@
 #include "kf.h"
 #include "simd.h"
 
-// Elements from which both threads work: in a decode step these ops read rows that both cores just wrote (a linear's
-// output columns are split between them), so a second thread pays from about 16 rows of 768 (C driver, the two
-// thresholds alternating: 64 rows x 12 layers, layer norm 0.234 -> 0.139 ms, rope 0.527 -> 0.305 ms; 8 rows: equal).
-#define PAR_MIN 8192
+#define PAR_MIN KF_ROW_OPS_PAR_MIN
 
 // Fixed-order float64 sums over one row: 8 lane accumulators, then a pairwise tree.
 static double tree8(const double *a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }

@@ -97,6 +97,6 @@ void kf_rope(float *x, size_t stride, size_t rows, size_t nHeads, size_t headDim
   pthread_mutex_lock(&cache_mu);
   int cached = lo >= 0 && cache_prepare(invFreq, half, (size_t)hi + 1);
   rope_job j = {x, stride, rows, nHeads, headDim, positions, invFreq, inverse, cached};
-  kf_parallel(rope_task, &j, rows * nHeads * headDim >= 8192 && rows > 1 /* as norm.c PAR_MIN */ ? KF_THREADS : 1);
+  kf_parallel(rope_task, &j, rows * nHeads * headDim >= KF_ROW_OPS_PAR_MIN && rows > 1 ? KF_THREADS : 1);
   pthread_mutex_unlock(&cache_mu);
 }

@@ -31,7 +31,7 @@ static void add_task(void *arg, int tid, int nt) {
 
 void kf_add_inplace(float *a, const float *b, size_t n) {
   add_job j = {a, b, n};
-  kf_parallel(add_task, &j, n >= 8192 ? KF_THREADS : 1); // the threshold of norm.c (PAR_MIN)
+  kf_parallel(add_task, &j, n >= KF_ROW_OPS_PAR_MIN ? KF_THREADS : 1);
 }
 
 typedef struct {

@@ -139,6 +139,8 @@ static int screen(int argc, char **argv) {
   const size_t flushn = (96u << 20) / 4;
   float *flush = fill(flushn, 23);
   volatile float sink = 0;
+  for (int r = 0; r < nrows; r++)
+    if (rowsv[r] < 1 || rowsv[r] > 64) return fprintf(stderr, "kbench screen: rows must be 1-64, got %zu\n", rowsv[r]), 2;
   for (int r = 0; r < nrows; r++) {
     const size_t M = rowsv[r], nseq = (M + 3) / 4;
     float *h = fill(M * K, 24);
