@@ -5,8 +5,9 @@
 //  - exp is the algorithm V8's Math.exp uses (an fdlibm-style exp: reduction by ln2 split in a high and a low part,
 //    a degree-5 rational approximation, scaling by 2^k; exp(1) is Math.E), evaluated lane-wise, so every lane gives the bits the
 //    scalar algorithm (and Math.exp) gives; test/native checks this against Math.exp itself.
-//  - the normaliser and the cumulative scan are plain left-to-right sums like the TS loops (serial adds; only the
-//    exponentials, the maximum and the products are vectorised, none of which depends on order).
+//  - the normaliser and the cumulative scan up to the sampled token's block are the TS lane sums (laneSum,
+//    blockSum in sampling.ts: 8 lanes, combined in a fixed tree), the rest of the scan serial like the TS loop;
+//    exponentials, the maximum and the products are lane-wise, none of which depends on order.
 //  - top-p keeps the same prefix of the (probability descending, index ascending) order that TS's full sort gives,
 //    found with a partial selection, and sums it in that order.
 // Rows are independent, so the result of a row never depends on the batch around it; the two pool threads take rows
@@ -166,8 +167,11 @@ static int ensure_scratch(size_t V, int need_topp) {
 }
 
 // ---- AR rule --------------------------------------------------------------------------------------------------------
-// e[v] = exp(logits[v] * (1/T) - max) and the left-to-right sum; *m gets the maximum. Same operations as the TS
-// expShifted: the products and exponentials are elementwise, the maximum is order-free (NaNs skipped like `x > m`;
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)): how laneSum / blockSum (sampling.ts) combine their 8 lanes.
+static inline double lanes8(const double *l) { return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])); }
+
+// e[v] = exp(logits[v] * (1/T) - max) and their sum in laneSum's order; *m gets the maximum. Same operations as the
+// TS expShifted: the products and exponentials are elementwise, the maximum is order-free (NaNs skipped like `x > m`;
 // the sign of a zero maximum cannot change any x - m that feeds exp(), as exp(+-0) = 1).
 static double exp_shifted(const float *l, size_t V, double invT, double *e, double *m_out) {
   double m = -INFINITY;
@@ -182,23 +186,66 @@ static double exp_shifted(const float *l, size_t V, double invT, double *e, doub
     double x = (double)l[v] * invT;
     if (x > m) m = x;
   }
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   v = 0;
-  double z = 0;
 #ifdef __AVX512F__
-  // The serial sum of one vector's exponentials runs while the next vector's are computed (latency vs throughput).
   const __m512d mm = _mm512_set1_pd(m);
+  __m512d zv = _mm512_setzero_pd();
   for (; v + 8 <= V; v += 8) {
-    _mm512_storeu_pd(e + v, exp64x8(_mm512_sub_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(l + v)), iv), mm)));
-    z += e[v]; z += e[v + 1]; z += e[v + 2]; z += e[v + 3];
-    z += e[v + 4]; z += e[v + 5]; z += e[v + 6]; z += e[v + 7];
+    const __m512d x = exp64x8(_mm512_sub_pd(_mm512_mul_pd(_mm512_cvtps_pd(_mm256_loadu_ps(l + v)), iv), mm));
+    _mm512_storeu_pd(e + v, x);
+    zv = _mm512_add_pd(zv, x);
   }
+  _mm512_storeu_pd(lane, zv);
 #endif
+  for (; v + 8 <= V; v += 8)
+    for (int i = 0; i < 8; i++) {
+      e[v + i] = kf_exp64((double)l[v + i] * invT - m);
+      lane[i] += e[v + i];
+    }
+  double z = lanes8(lane);
   for (; v < V; v++) {
     e[v] = kf_exp64((double)l[v] * invT - m);
     z += e[v];
   }
   *m_out = m;
   return z;
+}
+
+#define CDF_BLOCK 64 // sampling.ts CDF_BLOCK
+
+// blockSum (sampling.ts): the sum of e[v] * invZ over [v0, v0 + 64), lane l adding v0 + l, v0 + l + 8, ... in order.
+static inline double block_sum(const double *e, double invZ, size_t v0) {
+  double lane[8];
+#ifdef __AVX512F__
+  const __m512d iz = _mm512_set1_pd(invZ);
+  __m512d t = _mm512_mul_pd(_mm512_loadu_pd(e + v0), iz);
+  for (int i = 1; i < 8; i++) t = _mm512_add_pd(t, _mm512_mul_pd(_mm512_loadu_pd(e + v0 + 8 * i), iz));
+  _mm512_storeu_pd(lane, t);
+#else
+  for (int l = 0; l < 8; l++) {
+    double a = e[v0 + l] * invZ;
+    for (int i = 1; i < 8; i++) a += e[v0 + 8 * i + l] * invZ;
+    lane[l] = a;
+  }
+#endif
+  return lanes8(lane);
+}
+
+// sampleSoftmax's scan (sampling.ts): whole blocks skipped while their running sum stays below u, then token by token.
+static int32_t sample_blocked(const double *e, size_t V, double invZ, double u) {
+  double c = 0;
+  size_t v = 0;
+  for (; v + CDF_BLOCK <= V; v += CDF_BLOCK) {
+    const double next = c + block_sum(e, invZ, v);
+    if (next >= u) break;
+    c = next;
+  }
+  for (; v < V; v++) {
+    c += e[v] * invZ;
+    if (c >= u) return (int32_t)v;
+  }
+  return (int32_t)V - 1;
 }
 
 // Orders (p descending, index ascending): TS's sort comparator `probs[b] - probs[a] || a - b`.
@@ -403,16 +450,7 @@ static void ar_task(void *arg, int tid, int nt) {
       j->out[i] = sample_top_p(t_e, j->V, invZ, j->topPs[i], j->us[i]);
       continue;
     }
-    double c = 0, u = j->us[i];
-    int32_t tok = (int32_t)j->V - 1;
-    for (size_t v = 0; v < j->V; v++) {
-      c += t_e[v] * invZ;
-      if (c >= u) {
-        tok = (int32_t)v;
-        break;
-      }
-    }
-    j->out[i] = tok;
+    j->out[i] = sample_blocked(t_e, j->V, invZ, j->us[i]);
   }
 }
 

@@ -1,6 +1,10 @@
 // Token selection, written once for every model kind (the models only produce logits). Two rules exist:
 //  - AR: temperature sampling as inverse-CDF on a uniform u (softmax in float64, cumulative sum in vocabulary-index
 //    order, the smallest v with cdf[v] >= u), optionally restricted to the top-p nucleus; temperature 0 is greedy.
+//    The normaliser and the cumulative sum up to the sampled token's block of 64 are summed in 8 lanes (blockSum),
+//    not strictly left to right: a serial float64 sum over 50k tokens waits on every add's latency and took ~130 us
+//    a row in the native kernel (4 ms of a batch-64 AR step), the lane sums ~30. Within the last block the scan is
+//    serial, so a zero-probability token is never picked.
 //  - PFLM: y_j = argmax(logits_j - lambda * count(token)) per slot, sequentially within the block
 //    (KFORCING.md section 6).
 // Both apply the same logits processors first (mask suppression, frequency penalty), so every decoding feature
@@ -58,8 +62,8 @@ export function applyFrequencyPenalty(logits: Float32Array, counts: TokenCounts,
 
 // ---- distributions --------------------------------------------------------------------------------------------
 
-/** e[v] = exp(logits[v] / temperature - max) in float64; returns the sum Z. The one place both softmax64 and
- * sampleSoftmax exponentiate, so their probabilities (e_v * (1 / Z)) are bit-identical. */
+/** e[v] = exp(logits[v] / temperature - max) in float64; returns the sum Z (laneSum). The one place both softmax64
+ * and sampleSoftmax exponentiate, so their probabilities (e_v * (1 / Z)) are bit-identical. */
 function expShifted(logits: ArrayLike<number>, temperature: number, e: Float64Array, op: string): number {
   const V = logits.length;
   const invT = 1 / temperature;
@@ -68,14 +72,44 @@ function expShifted(logits: ArrayLike<number>, temperature: number, e: Float64Ar
     const x = logits[v] * invT;
     if (x > m) m = x;
   }
-  let z = 0;
-  for (let v = 0; v < V; v++) {
-    const x = Math.exp(logits[v] * invT - m);
-    e[v] = x;
-    z += x;
-  }
+  for (let v = 0; v < V; v++) e[v] = Math.exp(logits[v] * invT - m);
+  const z = laneSum(e, V);
   if (!Number.isFinite(z) || !Number.isFinite(m)) throw new Error(`${op}: logits contain NaN or infinite values`);
   return z;
+}
+
+/**
+ * Sum of x[0, V) in the order of an 8-lane vector loop: lane l adds x[l], x[l + 8], ... over the whole groups of 8,
+ * the lanes combine as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then the last V % 8 values are added in
+ * order. native/sample.c sums the same way, so both give the same bits.
+ */
+export function laneSum(x: ArrayLike<number>, V: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+  let v = 0;
+  for (; v + 8 <= V; v += 8) {
+    s0 += x[v]; s1 += x[v + 1]; s2 += x[v + 2]; s3 += x[v + 3];
+    s4 += x[v + 4]; s5 += x[v + 5]; s6 += x[v + 6]; s7 += x[v + 7];
+  }
+  let z = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+  for (; v < V; v++) z += x[v];
+  return z;
+}
+
+/** Tokens per block of the blocked inverse-CDF scan (sampleSoftmax, native/sample.c). */
+export const CDF_BLOCK = 64;
+
+/**
+ * Sum of e[v] * invZ over the block [v0, v0 + 64): lane l (0..7) adds the products at v0 + l, v0 + l + 8, ...,
+ * v0 + l + 56 in that order; the lanes combine like laneSum's.
+ */
+function blockSum(e: ArrayLike<number>, invZ: number, v0: number): number {
+  const t = [0, 0, 0, 0, 0, 0, 0, 0];
+  for (let l = 0; l < 8; l++) {
+    let a = e[v0 + l] * invZ;
+    for (let i = 1; i < 8; i++) a += e[v0 + 8 * i + l] * invZ;
+    t[l] = a;
+  }
+  return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
 /** softmax(logits / temperature) in float64 (max-subtracted). Throws when the row holds NaN or infinities. */
@@ -163,9 +197,11 @@ export function sampleAr(logits: Float32Array, u: number, counts: TokenCounts | 
 }
 
 /**
- * inverseCdf(softmax64(logits, temperature), u) in fewer passes: the normalisation is folded into the cumulative
- * scan, which stops at the sampled token. Every probability is computed with the same operations as softmax64
- * (e_v * (1 / Z)), so the result is identical to the two-step form.
+ * The AR rule's sample of softmax(logits / temperature) at u: the blocks of 64 tokens are skipped while the running
+ * sum of their blockSums stays below u; from the first block that would reach u the scan goes on token by token
+ * (c += e_v * (1 / Z), the probabilities of softmax64), returning the first v with c >= u, or V - 1 when rounding
+ * leaves the total below u. Equal to inverseCdf(softmax64(logits, temperature), u) except where u lies within
+ * rounding of a cumulative sum at a block boundary (the prefix before the block is summed in lanes, not serially).
  */
 export function sampleSoftmax(logits: Float32Array, temperature: number, u: number, scratch?: Float64Array): number {
   if (!(temperature > 0)) throw new Error(`sampleSoftmax: temperature must be > 0, got ${temperature}`);
@@ -174,7 +210,13 @@ export function sampleSoftmax(logits: Float32Array, temperature: number, u: numb
   const e = scratch && scratch.length >= V ? scratch : new Float64Array(V);
   const invZ = 1 / expShifted(logits, temperature, e, 'sampleSoftmax');
   let c = 0;
-  for (let v = 0; v < V; v++) {
+  let v = 0;
+  for (; v + CDF_BLOCK <= V; v += CDF_BLOCK) {
+    const next = c + blockSum(e, invZ, v);
+    if (next >= u) break;
+    c = next;
+  }
+  for (; v < V; v++) {
     c += e[v] * invZ;
     if (c >= u) return v;
   }

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NoiseStream, streamKey, uniformAt } from '../../src/decode/noise.ts';
 import {
-  MASK_LOGIT, TokenCounts, applyFrequencyPenalty, argmax, inverseCdf, recommendedPenalty, sampleAr, selectPflm,
-  softmax64, topPFilter,
+  CDF_BLOCK, MASK_LOGIT, TokenCounts, applyFrequencyPenalty, argmax, inverseCdf, laneSum, recommendedPenalty, sampleAr,
+  sampleSoftmax, selectPflm, softmax64, topPFilter,
 } from '../../src/decode/sampling.ts';
 
 test('noise: uniforms are in (0,1), positional, seeded and stream-separated', () => {
@@ -117,8 +117,47 @@ test('applyFrequencyPenalty and recommendedPenalty', () => {
   assert.throws(() => c.add(3), /outside/);
 });
 
-test('sampleSoftmax equals inverseCdf(softmax64) exactly, at every uniform and temperature', async () => {
-  const { sampleSoftmax } = await import('../../src/decode/sampling.ts');
+test('laneSum adds in 8 lanes, then the tail in order', () => {
+  // pairs of lanes meet before the running sum is 1e16 (whose ulp is 2, so a left-to-right sum loses every 1)
+  const x = [1e16, 1, 1, 1, 1, 1, 1, -1e16, 3];
+  assert.equal(laneSum(x, x.length), 7);
+  let serial = 0;
+  for (const v of x) serial += v;
+  assert.notEqual(serial, 7);
+  assert.equal(laneSum([1, 2, 3], 3), 6);
+  assert.equal(laneSum([], 0), 0);
+});
+
+test('sampleSoftmax on large vocabularies: the token where the cumulative probability crosses u, never a zero-mass one', () => {
+  const noise = new NoiseStream(3);
+  for (let trial = 0; trial < 60; trial++) {
+    const V = [64, 65, 1000, 50258][trial % 4];
+    const l = new Float32Array(V).map(() => (trial % 3 === 0 && noise.next() < 0.5 ? -Infinity : (noise.next() - 0.5) * 12));
+    l[trial % V] = 0; // at least one finite logit
+    const p = softmax64(l, 1);
+    const cdf = new Float64Array(V);
+    let c = 0;
+    for (let v = 0; v < V; v++) cdf[v] = c += p[v];
+    for (const u of [noise.next(), 1, 2 ** -53, cdf[Math.floor(noise.next() * V)]]) {
+      if (!(u > 0)) continue;
+      const t = sampleSoftmax(l, 1, u);
+      assert.ok(t >= 0 && t < V);
+      assert.ok(p[t] > 0 || t === V - 1, `zero-mass token ${t} picked`);
+      // the blocked prefix differs from the serial one by rounding only (~V ulps)
+      assert.ok(cdf[t] >= u - 1e-12 && (t === 0 || cdf[t - 1] < u + 1e-12), `token ${t} does not straddle u = ${u}`);
+      if (Math.abs(cdf[t] - u) > 1e-12 && (t === 0 || Math.abs(cdf[t - 1] - u) > 1e-12)) assert.equal(t, inverseCdf(p, u));
+    }
+  }
+  // a whole block of zero mass before the token: skipped, not picked
+  const l = new Float32Array(3 * CDF_BLOCK).fill(-Infinity);
+  l[5] = 0;
+  l[2 * CDF_BLOCK + 7] = 0;
+  assert.equal(sampleSoftmax(l, 1, 0.5), 5);
+  assert.equal(sampleSoftmax(l, 1, 0.75), 2 * CDF_BLOCK + 7);
+  assert.equal(sampleSoftmax(l, 1, 1), 2 * CDF_BLOCK + 7);
+});
+
+test('sampleSoftmax equals inverseCdf(softmax64) exactly below one block, at every uniform and temperature', () => {
   const noise = new NoiseStream(1);
   for (let trial = 0; trial < 200; trial++) {
     const V = 2 + (trial % 50);

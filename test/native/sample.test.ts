@@ -44,6 +44,22 @@ test('exp64 gives the bits of Math.exp', { skip }, () => {
   }
 });
 
+/** The running sum of the first `blocks` blocks of 64 probabilities, each summed in 8 lanes (lane l: indices l,
+ * l + 8, ..., l + 56 in order; lanes combined pairwise as ((0+1)+(2+3))+((4+5)+(6+7))), as the AR scan skips them. */
+function blockPrefix(p: Float64Array, blocks: number): number {
+  let c = 0;
+  for (let b = 0; b < blocks; b++) {
+    const t: number[] = [];
+    for (let l = 0; l < 8; l++) {
+      let a = p[64 * b + l];
+      for (let i = 1; i < 8; i++) a += p[64 * b + 8 * i + l];
+      t.push(a);
+    }
+    c += ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  }
+  return c;
+}
+
 /** A logits row of one of several shapes that stress the selection rules. */
 function makeRow(rng: Rng, V: number, kind: number): Float32Array {
   const r = new Float32Array(V);
@@ -84,6 +100,11 @@ test('sampleArRows: native kernel and TypeScript rule choose the same tokens', {
         for (let v = 0; v <= stop; v++) c += p[v];
         if (c > 0 && c <= 1) u = c;
         assert.equal(inverseCdf(p, u), inverseCdf(p, u)); // the TS scan is what the kernel is compared to below
+      } else if (i % 9 === 4 && o.temperature > 0 && o.topP === 1 && V >= 64) {
+        // u exactly equal to the running sum of whole blocks: the boundary of the blocked scan's skip test
+        const p = softmax64(row.map((x, v) => (v === o.maskIndex ? -1000 : x)), o.temperature);
+        const c = blockPrefix(p, Math.floor(rng.uniform() * Math.floor(V / 64)) + 1);
+        if (c > 0 && c <= 1) u = c;
       }
       rows.push(row);
       us.push(u);
@@ -97,6 +118,35 @@ test('sampleArRows: native kernel and TypeScript rule choose the same tokens', {
     const c = sampleArRows(pick.map((i) => rows[i].slice()), pick.map((i) => us[i]), null, pick.map((i) => opts[i]), 'native');
     assert.deepEqual(c, pick.map((i) => a[i]));
   }
+});
+
+test('sampleArRows: u at the running sums of whole blocks (where the skip test decides), native = TypeScript = the rule', { skip }, () => {
+  const rng = new Rng(21);
+  const rows: Float32Array[] = [];
+  const us: number[] = [];
+  const want: number[] = [];
+  const o: ArSamplingOptions = { temperature: 1, topP: 1, penalty: 0, maskIndex: -1 };
+  const V = 647; // one call takes rows of one length
+  for (let i = 0; i < 400; i++) {
+    const row = makeRow(rng, V, [0, 4, 6][i % 3]);
+    const p = softmax64(row, 1);
+    const b = 1 + Math.floor(rng.uniform() * 9);
+    let u = blockPrefix(p, b);
+    if (i % 2) u = Math.min(1, u + u * 2 ** -52); // one ulp above
+    if (!(u > 0)) continue;
+    // the rule written out: skip blocks while their running sum stays below u, then token by token
+    let c = 0, v = 0, t = V - 1;
+    while (v + 64 <= V && blockPrefix(p, v / 64 + 1) < u) v += 64;
+    c = blockPrefix(p, v / 64);
+    for (; v < V; v++) if ((c += p[v]) >= u) { t = v; break; }
+    rows.push(row);
+    us.push(u);
+    want.push(t);
+  }
+  const a = sampleArRows(rows.map((r) => r.slice()), us, null, o, 'ts');
+  const n = sampleArRows(rows.map((r) => r.slice()), us, null, o, 'native');
+  assert.deepEqual(a, want);
+  assert.deepEqual(n, want);
 });
 
 test('sampleArRows: full vocabulary rows, frequency penalty and counts', { skip }, () => {
