@@ -152,7 +152,7 @@ static int screen(int argc, char **argv) {
       rowStart[i] = (int32_t)(4 * i);
       takes[i] = (int32_t)(M - 4 * i < 4 ? M - 4 * i : 4);
       counts[i] = calloc(N, sizeof(int32_t));
-      lambdas[i] = 0;
+      lambdas[i] = getenv("KB_LAMBDA") ? atof(getenv("KB_LAMBDA")) : 0; // > 0: each sequence's slots in order
     }
     double t[16];
     for (int i = -1; i < 15; i++) {
