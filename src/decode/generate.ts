@@ -4,9 +4,9 @@
 // Sequence i draws its uniforms from stream streamIds[i] (default i) of the seed, position t of its output using
 // uniform t, so the output of a prompt depends on (model, prompt, seed, stream, options) only, not on the batch.
 import type { BatchDecoder, SeqId } from '../model/types.ts';
-import { NoiseStream, noiseAhead } from './noise.ts';
-import { TokenCounts, recommendedPenalty, sampleArRows } from './sampling.ts';
-import { stepGreedyAr, stepLogits, stepSelectPflm } from './screen.ts';
+import { NoiseStream } from './noise.ts';
+import { TokenCounts, recommendedPenalty } from './sampling.ts';
+import { decodeStep } from './step.ts';
 
 export interface TokenEvent {
   /** Index of the prompt in the `prompts` argument. */
@@ -108,7 +108,6 @@ function resolve(decoder: BatchDecoder, opts: GenerateOptions) {
 export function generate(decoder: BatchDecoder, prompts: number[][], opts: GenerateOptions): GenerateResult {
   const o = resolve(decoder, opts);
   const V = decoder.config.vocabSize;
-  const maskIndex = decoder.config.maskIndex;
   const streamIds = opts.streamIds ?? prompts.map((_, i) => i);
   if (streamIds.length !== prompts.length) {
     throw new Error(`generate: streamIds has ${streamIds.length} entries for ${prompts.length} prompts`);
@@ -129,7 +128,6 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
     forwardSeconds: 0,
     selectSeconds: 0,
   };
-  const arOpts = { temperature: o.temperature, topP: o.topP, penalty: o.penalty, maskIndex };
   const scratch = new Float64Array(V);
   let nextPrompt = 0;
   let active: Active[] = [];
@@ -146,34 +144,17 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
           steps: 0,
         });
       }
-      const ids = active.map((a) => a.id);
       const t0 = process.hrtime.bigint();
-      let outs: Float32Array[] = [];
-      let picked: (number[] | Error)[] | null = null;
-      if (decoder.kind === 'pflm') {
-        // The last step of a sequence keeps only the slots it still needs; the uniforms stay aligned to positions.
-        const noise = active.map((a) => a.noise.take(Math.min(o.k, opts.maxNewTokens - a.out.length)));
-        const ahead = opts.encodeAhead === false ? undefined
-          : noiseAhead(active.map((a) => a.noise), active.map((a) => noiseStart[a.index] + opts.maxNewTokens), o.k);
-        // The step and the PFLM rule in one (the rule's argmax lets the step skip most of the exact output layer).
-        picked = stepSelectPflm(decoder, ids, { noise, tau: active.map(() => o.tau), noiseAhead: ahead },
-          active.map((a) => a.counts), active.map(() => o.penalty));
-      } else {
-        // Greedy: the step and the argmax in one where the screen applies (same tokens, most of the output layer
-        // skipped); the uniforms are drawn all the same, so the streams stay where sampling would leave them.
-        picked = o.temperature === 0
-          ? stepGreedyAr(decoder, ids, active.map((a) => a.counts), active.map(() => o.penalty)) : null;
-        if (picked) active.forEach((a) => a.noise.next());
-        else outs = stepLogits(decoder, ids); // consumed before the next step: no copy needed
-      }
+      const { tokens: chosen, forwardSeconds } = decodeStep(decoder, active.map((a) => ({
+        id: a.id, noise: a.noise, counts: a.counts,
+        // the last step keeps only the slots it still needs; the uniforms stay aligned to positions
+        slots: Math.min(o.k, opts.maxNewTokens - a.out.length), noiseEnd: noiseStart[a.index] + opts.maxNewTokens,
+        temperature: decoder.kind === 'pflm' ? o.tau : o.temperature, topP: o.topP, penalty: o.penalty,
+      })), { k: o.k, encodeAhead: opts.encodeAhead, scratch });
       result.steps++;
-      const t1 = process.hrtime.bigint();
-      result.forwardSeconds += Number(t1 - t0) / 1e9;
+      result.forwardSeconds += forwardSeconds;
       const still: Active[] = [];
-      // Every row of the step at once (the native kernels use both cores); the first failing row's error is thrown.
-      const chosen: (number[] | Error)[] = picked
-        ?? sampleArRows(outs, active.map((a) => a.noise.next()), active.map((a) => a.counts), arOpts, 'auto', scratch)
-          .map((t) => (t instanceof Error ? t : [t]));
+      // the first failing row's error is thrown
       for (const c of chosen) if (c instanceof Error) throw c;
       active.forEach((a, i) => {
         a.steps++;
@@ -199,7 +180,7 @@ export function generate(decoder: BatchDecoder, prompts: number[][], opts: Gener
         }
       });
       active = still;
-      result.selectSeconds += Number(process.hrtime.bigint() - t1) / 1e9;
+      result.selectSeconds += Number(process.hrtime.bigint() - t0) / 1e9 - forwardSeconds;
     }
   } finally {
     for (const a of active) decoder.close(a.id);

@@ -8,9 +8,9 @@
 // reading uniform t, so a request's completion depends on (model, prompt, seed, options) only, never on what else is
 // in the batch, and equals `generate(decoder, [prompt], { seed })`.
 import type { BatchDecoder, SeqId } from '../model/types.ts';
-import { NoiseStream, noiseAhead } from '../decode/noise.ts';
-import { TokenCounts, sampleArRows } from '../decode/sampling.ts';
-import { stepGreedyAr, stepLogits, stepSelectPflm } from '../decode/screen.ts';
+import { NoiseStream } from '../decode/noise.ts';
+import { TokenCounts } from '../decode/sampling.ts';
+import { decodeStep } from '../decode/step.ts';
 import { ApiError } from './errors.ts';
 import type { FinishReason, ServeMetrics } from './metrics.ts';
 
@@ -261,28 +261,16 @@ export class Scheduler {
 
   private step(): void {
     const batch = this.active;
-    const cfg = this.decoder.config;
     const pflm = this.decoder.kind === 'pflm';
     const t0 = performance.now();
-    let outs: Float32Array[] = [];
-    let picked: (number[] | Error)[] | null = null;
+    let chosen: (number[] | Error)[];
     try {
-      const ids = batch.map((e) => e.id!);
-      if (pflm) {
-        // The last step of a sequence keeps only the slots it still needs (KFORCING.md section 6).
-        const noise = batch.map((e) => e.noise.take(Math.min(this.opts.k, e.job.maxTokens - e.out.length)));
-        const ahead = noiseAhead(batch.map((e) => e.noise), batch.map((e) => e.job.maxTokens), this.opts.k);
-        // The step and the PFLM rule in one (the rule's argmax lets the step skip most of the exact output layer).
-        picked = stepSelectPflm(this.decoder, ids, { noise, tau: batch.map((e) => e.job.temperature), noiseAhead: ahead },
-          batch.map((e) => e.counts), batch.map((e) => e.job.penalty));
-      } else {
-        // All greedy: the step and the argmax in one where the screen applies (same tokens; the uniforms are drawn
-        // all the same).
-        picked = batch.every((e) => e.job.temperature === 0)
-          ? stepGreedyAr(this.decoder, ids, batch.map((e) => e.counts), batch.map((e) => e.job.penalty)) : null;
-        if (picked) batch.forEach((e) => e.noise.next());
-        else outs = stepLogits(this.decoder, ids);
-      }
+      chosen = decodeStep(this.decoder, batch.map((e) => ({
+        id: e.id!, noise: e.noise, counts: e.counts,
+        // the last step keeps only the slots it still needs (KFORCING.md section 6)
+        slots: Math.min(this.opts.k, e.job.maxTokens - e.out.length), noiseEnd: e.job.maxTokens,
+        temperature: e.job.temperature, topP: e.job.topP, penalty: e.job.penalty,
+      })), { k: this.opts.k, scratch: this.scratch }).tokens;
     } catch (err) {
       // A failed forward pass fails the requests in it, not the process.
       for (const e of batch) this.retire(e, 'error', err);
@@ -291,11 +279,7 @@ export class Scheduler {
     }
     let emittedTotal = 0;
     const keep: Entry[] = [];
-    // All rows of the step in one call (native kernels on both cores); a row that fails fails only its request.
-    const chosen: (number[] | Error)[] = picked
-      ?? sampleArRows(outs, batch.map((e) => e.noise.next()), batch.map((e) => e.counts),
-        batch.map((e) => ({ temperature: e.job.temperature, topP: e.job.topP, penalty: e.job.penalty, maskIndex: cfg.maskIndex })),
-        'auto', this.scratch).map((t) => (t instanceof Error ? t : [t]));
+    // a row that fails fails only its request
     for (let i = 0; i < batch.length; i++) {
       const e = batch[i];
       e.steps++;
