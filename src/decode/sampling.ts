@@ -103,13 +103,13 @@ export const CDF_BLOCK = 64;
  * v0 + l + 56 in that order; the lanes combine like laneSum's.
  */
 function blockSum(e: ArrayLike<number>, invZ: number, v0: number): number {
-  const t = [0, 0, 0, 0, 0, 0, 0, 0];
-  for (let l = 0; l < 8; l++) {
-    let a = e[v0 + l] * invZ;
-    for (let i = 1; i < 8; i++) a += e[v0 + 8 * i + l] * invZ;
-    t[l] = a;
+  let s0 = e[v0] * invZ, s1 = e[v0 + 1] * invZ, s2 = e[v0 + 2] * invZ, s3 = e[v0 + 3] * invZ;
+  let s4 = e[v0 + 4] * invZ, s5 = e[v0 + 5] * invZ, s6 = e[v0 + 6] * invZ, s7 = e[v0 + 7] * invZ;
+  for (let v = v0 + 8; v < v0 + CDF_BLOCK; v += 8) {
+    s0 += e[v] * invZ; s1 += e[v + 1] * invZ; s2 += e[v + 2] * invZ; s3 += e[v + 3] * invZ;
+    s4 += e[v + 4] * invZ; s5 += e[v + 5] * invZ; s6 += e[v + 6] * invZ; s7 += e[v + 7] * invZ;
   }
-  return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
 }
 
 /** softmax(logits / temperature) in float64 (max-subtracted). Throws when the row holds NaN or infinities. */
