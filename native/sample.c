@@ -78,7 +78,31 @@ double kf_exp64(double x) {
 
 #ifdef __AVX512F__
 // kf_exp64 on 8 lanes; every lane follows the scalar branches through masks, so lane results equal kf_exp64's.
+// When every lane is in the general range (1.5 ln2 < |x|, -707 < x < 709: reduction by k = trunc(x / ln2 +- 1/2),
+// 2^k a normal number, no special value) the masked steps below all keep the general branch, so that branch alone
+// gives the same bits; a softmax's exponentials are nearly all there (the few near its maximum are not).
 static inline __m512d exp64x8(__m512d x) {
+  const __mmask8 general = _mm512_cmp_pd_mask(_mm512_abs_pd(x), _mm512_set1_pd(1.0397207708399179), _CMP_GT_OQ) &
+                           _mm512_cmp_pd_mask(x, _mm512_set1_pd(-707.0), _CMP_GT_OQ) &
+                           _mm512_cmp_pd_mask(x, _mm512_set1_pd(709.0), _CMP_LT_OQ);
+  if (general == 0xff) {
+    const __m512d half = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_LT_OQ),
+                                              _mm512_set1_pd(0.5), _mm512_set1_pd(-0.5));
+    const __m512i k = _mm512_cvttpd_epi64(_mm512_add_pd(_mm512_mul_pd(_mm512_set1_pd(INV_LN2), x), half));
+    const __m512d t = _mm512_cvtepi64_pd(k);
+    const __m512d hi = _mm512_sub_pd(x, _mm512_mul_pd(t, _mm512_set1_pd(LN2_HI)));
+    const __m512d lo = _mm512_mul_pd(t, _mm512_set1_pd(LN2_LO));
+    const __m512d r = _mm512_sub_pd(hi, lo);
+    const __m512d r2 = _mm512_mul_pd(r, r);
+    __m512d p = _mm512_add_pd(_mm512_set1_pd(EP4), _mm512_mul_pd(r2, _mm512_set1_pd(EP5)));
+    p = _mm512_add_pd(_mm512_set1_pd(EP3), _mm512_mul_pd(r2, p));
+    p = _mm512_add_pd(_mm512_set1_pd(EP2), _mm512_mul_pd(r2, p));
+    p = _mm512_add_pd(_mm512_set1_pd(EP1), _mm512_mul_pd(r2, p));
+    const __m512d c = _mm512_sub_pd(r, _mm512_mul_pd(r2, p));
+    const __m512d q = _mm512_div_pd(_mm512_mul_pd(r, c), _mm512_sub_pd(_mm512_set1_pd(2.0), c));
+    const __m512d y = _mm512_sub_pd(_mm512_set1_pd(1.0), _mm512_sub_pd(_mm512_sub_pd(lo, q), hi));
+    return _mm512_mul_pd(y, _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(k, _mm512_set1_epi64(1023)), 52)));
+  }
   const __m512i bits = _mm512_castpd_si512(x);
   const __m512i hx = _mm512_and_epi64(_mm512_srli_epi64(bits, 32), _mm512_set1_epi64(0x7fffffff));
   const __mmask8 neg = _mm512_test_epi64_mask(bits, _mm512_set1_epi64((long long)0x8000000000000000ull));

@@ -3,8 +3,8 @@
 //    order, the smallest v with cdf[v] >= u), optionally restricted to the top-p nucleus; temperature 0 is greedy.
 //    The normaliser and the cumulative sum up to the sampled token's block of 64 are summed in 8 lanes (blockSum),
 //    not strictly left to right: a serial float64 sum over 50k tokens waits on every add's latency (the native
-//    kernel's batch-64 sampling took 4.1-4.3 ms per step with serial sums, 3.4 with lanes; the exponentials are the
-//    rest). Within the last block the scan is serial, so a zero-probability token is never picked.
+//    kernel's batch-64 sampling took 4.1-4.3 ms per step with serial sums, 3.4 with lanes; the exponentials are
+//    most of the rest). Within the last block the scan is serial, so a zero-probability token is never picked.
 //  - PFLM: y_j = argmax(logits_j - lambda * count(token)) per slot, sequentially within the block
 //    (KFORCING.md section 6).
 // Both apply the same logits processors first (mask suppression, frequency penalty), so every decoding feature

@@ -34,6 +34,17 @@ test('exp64 gives the bits of Math.exp', { skip }, () => {
     -1.039720770839918, 1.0397207708399179, 3.725290298461914e-9, -3.7252902984619136e-9, 5e-324, -5e-324, 1e-310,
     -1e-310, 1, -1, 0.5, -0.5, 2, -2, 1e-300];
   special.forEach((v, i) => { x[n + i] = v; });
+  // Groups of 8 (one vector each) on both sides of the kernel's general-range test (1.5 ln2 < |x|, -707 < x < 709):
+  // all inside it (the short path), then each with one lane just outside (the masked path).
+  const ln15 = 1.0397207708399179, up = (v: number) => v + Math.abs(v) * 2 ** -52, dn = (v: number) => v - Math.abs(v) * 2 ** -52;
+  const inside = [up(ln15), -up(ln15), dn(709), up(-707), 1.5, -1.5, -700.5, 700.5];
+  const edges = [ln15, -ln15, 709, -707, dn(ln15), -dn(ln15), 709.5, -707.5];
+  const groups = [inside, ...edges.map((e, i) => inside.map((v, j) => (j === i ? e : v)))].flat();
+  const g = new Float64Array(groups), gout = new Float64Array(groups.length);
+  kernels().exp64(gout, g);
+  g.forEach((v, i) => {
+    if (!Object.is(gout[i], Math.exp(v))) assert.fail(`exp64(${v}) = ${gout[i]}, Math.exp gives ${Math.exp(v)}`);
+  });
   // lengths that are not multiples of the vector width go through the masked tail
   for (const len of [x.length, x.length - 3, 5, 1]) {
     kernels().exp64(out.subarray(0, len), x.subarray(x.length - len));
