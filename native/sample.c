@@ -77,6 +77,19 @@ double kf_exp64(double x) {
 }
 
 #ifdef __AVX512F__
+// The scalar algorithm's y = exp(r) for r = hi - lo, before the scaling by 2^k (its rational approximation).
+static inline __m512d exp_reduced(__m512d hi, __m512d lo) {
+  const __m512d r = _mm512_sub_pd(hi, lo);
+  const __m512d r2 = _mm512_mul_pd(r, r);
+  __m512d p = _mm512_add_pd(_mm512_set1_pd(EP4), _mm512_mul_pd(r2, _mm512_set1_pd(EP5)));
+  p = _mm512_add_pd(_mm512_set1_pd(EP3), _mm512_mul_pd(r2, p));
+  p = _mm512_add_pd(_mm512_set1_pd(EP2), _mm512_mul_pd(r2, p));
+  p = _mm512_add_pd(_mm512_set1_pd(EP1), _mm512_mul_pd(r2, p));
+  const __m512d c = _mm512_sub_pd(r, _mm512_mul_pd(r2, p));
+  const __m512d q = _mm512_div_pd(_mm512_mul_pd(r, c), _mm512_sub_pd(_mm512_set1_pd(2.0), c));
+  return _mm512_sub_pd(_mm512_set1_pd(1.0), _mm512_sub_pd(_mm512_sub_pd(lo, q), hi));
+}
+
 // kf_exp64 on 8 lanes; every lane follows the scalar branches through masks, so lane results equal kf_exp64's.
 // When every lane is in the general range (1.5 ln2 < |x|, -707 < x < 709: reduction by k = trunc(x / ln2 +- 1/2),
 // 2^k a normal number, no special value) the masked steps below all keep the general branch, so that branch alone
@@ -92,16 +105,8 @@ static inline __m512d exp64x8(__m512d x) {
     const __m512d t = _mm512_cvtepi64_pd(k);
     const __m512d hi = _mm512_sub_pd(x, _mm512_mul_pd(t, _mm512_set1_pd(LN2_HI)));
     const __m512d lo = _mm512_mul_pd(t, _mm512_set1_pd(LN2_LO));
-    const __m512d r = _mm512_sub_pd(hi, lo);
-    const __m512d r2 = _mm512_mul_pd(r, r);
-    __m512d p = _mm512_add_pd(_mm512_set1_pd(EP4), _mm512_mul_pd(r2, _mm512_set1_pd(EP5)));
-    p = _mm512_add_pd(_mm512_set1_pd(EP3), _mm512_mul_pd(r2, p));
-    p = _mm512_add_pd(_mm512_set1_pd(EP2), _mm512_mul_pd(r2, p));
-    p = _mm512_add_pd(_mm512_set1_pd(EP1), _mm512_mul_pd(r2, p));
-    const __m512d c = _mm512_sub_pd(r, _mm512_mul_pd(r2, p));
-    const __m512d q = _mm512_div_pd(_mm512_mul_pd(r, c), _mm512_sub_pd(_mm512_set1_pd(2.0), c));
-    const __m512d y = _mm512_sub_pd(_mm512_set1_pd(1.0), _mm512_sub_pd(_mm512_sub_pd(lo, q), hi));
-    return _mm512_mul_pd(y, _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(k, _mm512_set1_epi64(1023)), 52)));
+    return _mm512_mul_pd(exp_reduced(hi, lo),
+                         _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_add_epi64(k, _mm512_set1_epi64(1023)), 52)));
   }
   const __m512i bits = _mm512_castpd_si512(x);
   const __m512i hx = _mm512_and_epi64(_mm512_srli_epi64(bits, 32), _mm512_set1_epi64(0x7fffffff));
@@ -120,15 +125,7 @@ static inline __m512d exp64x8(__m512d x) {
   hi = _mm512_mask_blend_pd(near1, hi, _mm512_mask_blend_pd(neg, _mm512_sub_pd(x, _mm512_set1_pd(LN2_HI)),
                                                            _mm512_add_pd(x, _mm512_set1_pd(LN2_HI))));
   lo = _mm512_mask_blend_pd(near1, lo, _mm512_mask_blend_pd(neg, _mm512_set1_pd(LN2_LO), _mm512_set1_pd(-LN2_LO)));
-  const __m512d r = _mm512_sub_pd(hi, lo);
-  const __m512d r2 = _mm512_mul_pd(r, r);
-  __m512d p = _mm512_add_pd(_mm512_set1_pd(EP4), _mm512_mul_pd(r2, _mm512_set1_pd(EP5)));
-  p = _mm512_add_pd(_mm512_set1_pd(EP3), _mm512_mul_pd(r2, p));
-  p = _mm512_add_pd(_mm512_set1_pd(EP2), _mm512_mul_pd(r2, p));
-  p = _mm512_add_pd(_mm512_set1_pd(EP1), _mm512_mul_pd(r2, p));
-  const __m512d c = _mm512_sub_pd(r, _mm512_mul_pd(r2, p));
-  const __m512d q = _mm512_div_pd(_mm512_mul_pd(r, c), _mm512_sub_pd(_mm512_set1_pd(2.0), c));
-  __m512d y = _mm512_sub_pd(_mm512_set1_pd(1.0), _mm512_sub_pd(_mm512_sub_pd(lo, q), hi));
+  __m512d y = exp_reduced(hi, lo);
   // scaling: 2^k directly for k >= -1021; 2^(k+1000) then 2^-1000 below; k = 1024 as y * 2 * 2^1023
   const __mmask8 low = _mm512_cmplt_epi64_mask(k, _mm512_set1_epi64(-1021));
   const __mmask8 top = _mm512_cmpeq_epi64_mask(k, _mm512_set1_epi64(1024));
