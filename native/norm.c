@@ -5,8 +5,6 @@
 #include "kf.h"
 #include "simd.h"
 
-#define PAR_MIN KF_ROW_OPS_PAR_MIN
-
 // Fixed-order float64 sums over one row: 8 lane accumulators, then a pairwise tree.
 static double tree8(const double *a) { return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])); }
 
@@ -60,7 +58,7 @@ static void ln_task(void *p, int tid, int nt) {
 void kf_layernorm(float *out, float *mean, float *rstd, const float *x, const float *weight, const float *bias,
                   size_t rows, size_t D, float eps) {
   ln_job j = {out, mean, rstd, x, weight, bias, rows, D, eps};
-  kf_parallel(ln_task, &j, rows * D >= PAR_MIN && rows > 1 ? KF_THREADS : 1);
+  kf_parallel(ln_task, &j, rows * D >= KF_ROW_OPS_PAR_MIN && rows > 1 ? KF_THREADS : 1);
 }
 
 typedef struct {
@@ -114,7 +112,7 @@ static void lnb_task(void *p, int tid, int nt) {
 
 void kf_layernorm_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x,
                            const float *mean, const float *rstd, const float *weight, size_t rows, size_t D) {
-  int parts = rows * D >= PAR_MIN && rows > 1 ? 2 : 1;
+  int parts = rows * D >= KF_ROW_OPS_PAR_MIN && rows > 1 ? 2 : 1;
   float *partial = malloc((size_t)parts * 2 * D * sizeof(float));
   if (!partial) abort();
   lnb_job j = {dx, dout, x, mean, rstd, weight, rows, D, parts, partial};
@@ -214,10 +212,10 @@ static void gelu_task(void *p, int tid, int nt) {
 
 void kf_gelu(float *out, const float *x, size_t n, int exact) {
   gelu_job j = {out, x, NULL, n, exact, 0};
-  kf_parallel(gelu_task, &j, n >= PAR_MIN ? KF_THREADS : 1);
+  kf_parallel(gelu_task, &j, n >= KF_ROW_OPS_PAR_MIN ? KF_THREADS : 1);
 }
 
 void kf_gelu_backward(float *dx, const float *dout, const float *x, size_t n, int exact) {
   gelu_job j = {dx, x, dout, n, exact, 1};
-  kf_parallel(gelu_task, &j, n >= PAR_MIN ? KF_THREADS : 1);
+  kf_parallel(gelu_task, &j, n >= KF_ROW_OPS_PAR_MIN ? KF_THREADS : 1);
 }

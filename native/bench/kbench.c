@@ -119,8 +119,9 @@ static int abdecode(int argc, char **argv) {
 }
 
 // kbench screen rows,...: the screened selection (native/screen.c) on the official output layer (50258 x 768, weights
-// drawn like the random models', std 0.02; h standard normal), one sequence per 4 rows without penalty, the int8
-// weights cold (a 96 MB buffer read between calls), median of 15 calls.
+// drawn like the random models', std 0.02; h standard normal), one sequence per 4 rows without penalty (KB_LAMBDA=x:
+// every sequence with penalty x, its slots decided in order), the int8 weights cold (a 96 MB buffer read between
+// calls), median of 15 calls.
 static int screen(int argc, char **argv) {
   if (!kf_screen_supported()) return fprintf(stderr, "kbench screen: this build has no AVX512-VNNI screen\n"), 2;
   size_t rowsv[16] = {1, 2, 4, 8};
@@ -136,6 +137,8 @@ static int screen(int argc, char **argv) {
   int8_t *wq = aligned_alloc(64, N * Kp);
   float *meta = malloc(4 * N * sizeof(float));
   if (!wq || !meta || !kf_screen_prepare(w, N, K, wq, meta)) return fprintf(stderr, "kbench screen: prepare failed\n"), 2;
+  const double lambda = getenv("KB_LAMBDA") ? atof(getenv("KB_LAMBDA")) : 0;
+  if (!(lambda >= 0)) return fprintf(stderr, "kbench screen: KB_LAMBDA must be >= 0\n"), 2;
   const size_t flushn = (96u << 20) / 4;
   float *flush = fill(flushn, 23);
   volatile float sink = 0;
@@ -152,7 +155,7 @@ static int screen(int argc, char **argv) {
       rowStart[i] = (int32_t)(4 * i);
       takes[i] = (int32_t)(M - 4 * i < 4 ? M - 4 * i : 4);
       counts[i] = calloc(N, sizeof(int32_t));
-      lambdas[i] = getenv("KB_LAMBDA") ? atof(getenv("KB_LAMBDA")) : 0; // > 0: each sequence's slots in order
+      lambdas[i] = lambda;
     }
     double t[16];
     for (int i = -1; i < 15; i++) {
