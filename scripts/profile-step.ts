@@ -2,7 +2,7 @@
 // call into the native addon timed (linear by shape, attention, the screen, token selection, ...), printed as
 // milliseconds per step next to the step's wall time. Rounds alternate AR and PFLM after a warm-up each.
 //
-//   npm run profile -- [--batch 1] [--tokens 122] [--k 4] [--rounds 3] [--temperature 1] [--small 1]
+//   npm run profile -- [--batch 1] [--tokens 122] [--k 4] [--rounds 3] [--temperature 1] [--small 1] [--top 16]
 //
 // (--small 1: a 2-block D=64 model instead, for tests.)
 // Needs the native addon. Timers add a few microseconds per call; compare runs of this script with each other, not
@@ -12,8 +12,8 @@ import { DECODE_REF } from '../src/eval/bench-engine.ts';
 import { randomModels } from '../src/eval/random-model.ts';
 import { nativeAddonExports } from '../src/tensor/native.ts';
 
-function flags(argv: string[]): { batch: number; tokens: number; k: number; rounds: number; temperature: number; small: number } {
-  const o = { batch: 1, tokens: 122, k: 4, rounds: 3, temperature: 1, small: 0 };
+function flags(argv: string[]): { batch: number; tokens: number; k: number; rounds: number; temperature: number; small: number; top: number } {
+  const o = { batch: 1, tokens: 122, k: 4, rounds: 3, temperature: 1, small: 0, top: 16 };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, '');
     const v = Number(argv[i + 1]);
@@ -61,8 +61,8 @@ for (let r = 0; r < o.rounds; r++) {
     on = false;
     const sorted = [...timers.entries()].sort((a, b) => b[1] - a[1]);
     const inNative = sorted.reduce((acc, [, v]) => acc + v, 0);
-    const rest = sorted.slice(16).reduce((acc, [, v]) => acc + v, 0);
-    const parts = sorted.slice(0, 16).map(([n, v]) => `${n}=${(v / res.steps).toFixed(3)}`).join(' ');
+    const rest = sorted.slice(o.top).reduce((acc, [, v]) => acc + v, 0);
+    const parts = sorted.slice(0, o.top).map(([n, v]) => `${n}=${(v / res.steps).toFixed(3)}`).join(' ');
     // outside=: the step's time in none of the addon's calls (JavaScript: masks, bookkeeping, token handling)
     console.log(`${k ? `PFLM k=${k}` : 'AR'} batch ${o.batch}: ${(ms / res.steps).toFixed(2)} ms/step, ` +
       `${((o.batch * o.tokens) / ms * 1000).toFixed(1)} tok/s | ${parts} other-native=${(rest / res.steps).toFixed(3)} ` +

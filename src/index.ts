@@ -41,7 +41,7 @@ export {
 export type { ArSamplingOptions } from './decode/sampling.ts';
 // Evaluation (src/eval): metrics, roofline model, benchmarks.
 export { perplexity, unigramEntropy, repeatedNgramRate, SlotAgreement } from './eval/metrics.ts';
-export { paramCounts, stepCost, stepSeconds, predictRun, predictSpeedup } from './eval/roofline.ts';
+export { paramCounts, stepCost, stepSeconds, stepMemoryBound, predictRun, predictSpeedup } from './eval/roofline.ts';
 export type { MachineRates, StepShape, StepCost, RunShape, RunPrediction } from './eval/roofline.ts';
 export { scoreContinuations, teacherForce } from './eval/score.ts';
 export { runSpeedBench } from './eval/bench-speed.ts';

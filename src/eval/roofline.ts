@@ -1,9 +1,13 @@
 // Roofline model of one decode step and of a whole fixed-length generation, for AR (k = 0) and PFLM (k >= 1).
-// A step's time is bounded below by max(bytes moved / DRAM bandwidth, FLOPs / GEMM rate), both measured in the same
-// run as the benchmark. What a step moves: every weight once (packed rows, ENGINEERING.md), the KV cache of every
-// sequence once, the new K/V, the logits written and read back by the sampler. What it computes: the block matmuls
-// for every row, attention over the visible keys, the output layer for the rows that need logits (1 per sequence for
-// AR, the k noise rows for the PFLM: its k context rows need none), and the noise encoder for the noise rows.
+// A step runs its kernels one after another, so its time is bounded below by the sum over its phases of
+// max(bytes moved / DRAM bandwidth, FLOPs / GEMM rate), both rates measured in the same run as the benchmark: the
+// block matmuls, the output layer, the noise encoder, attention over the KV cache, the logits handed to the sampler.
+// (Session 11; before it the whole step was bounded by one max(bytes, FLOPs), which lets a memory-bound phase such as
+// attention over a long cache hide under the matmuls' compute at large batches although nothing overlaps them.)
+// What a step moves: every weight once (packed rows, ENGINEERING.md), the KV cache of every sequence once, the new
+// K/V, the logits written and read back by the sampler. What it computes: the block matmuls for every row, attention
+// over the visible keys, the output layer for the rows that need logits (1 per sequence for AR, the k noise rows for
+// the PFLM: its k context rows need none), and the noise encoder for the noise rows.
 // Per step AR feeds 1 token per sequence; the PFLM feeds 2k (the k tokens of the previous block plus k noises).
 // A PFLM step with the screened output layer (src/decode/screen.ts) reads the int8 copy of the output weights (1 byte
 // a weight, plus 16 bytes of bounds per row) instead of the fp32 matrix; its dot products (two int8 parts of each
@@ -44,6 +48,13 @@ export interface StepShape {
   outRows: number;
 }
 
+/** One kernel phase of a step: it runs alone, so it takes at least max(bytes / bandwidth, flops / GEMM rate). */
+export interface StepPhase {
+  name: 'blocks' | 'output' | 'noiseEncoder' | 'attention' | 'logits';
+  bytes: number;
+  flops: number;
+}
+
 export interface StepCost {
   rows: number;
   bytes: number;
@@ -52,6 +63,8 @@ export interface StepCost {
   weightBytes: number;
   /** Bytes of KV cache read. */
   kvBytes: number;
+  /** The same bytes and FLOPs by phase (they sum to `bytes` and `flops`). */
+  phases: StepPhase[];
 }
 
 /**
@@ -67,15 +80,17 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, scr
   const rows = s.batch * rowsPer;
   const outRows = s.batch * s.outRows;
   const screen = screened && s.noise > 0 && outRows > 0 && outRows <= SCREEN_MAX_ROWS;
-  let weightParams = p.blocks + (outRows > 0 && !screen ? p.output : 0) + (s.noise > 0 ? p.noiseEncoder : 0);
-  weightParams += s.batch * s.newContext * D; // gathered embedding rows only
-  // the screen: int8 weights, fp32 bias and final norm, four fp32 values per row (scale, bounds, sum)
-  const weightBytes = weightParams * bytesPerWeight + (screen ? V * D + (V + D) * bytesPerWeight + V * 16 : 0);
+  const blockBytes = (p.blocks + s.batch * s.newContext * D) * bytesPerWeight; // gathered embedding rows only
+  const outputBytes = outRows === 0 ? 0 : screen
+    // the screen: int8 weights, fp32 bias and final norm, four fp32 values per row (scale, bounds, sum)
+    ? V * D + (V + D) * bytesPerWeight + V * 16
+    : p.output * bytesPerWeight;
+  const noiseBytes = s.noise > 0 ? p.noiseEncoder * bytesPerWeight : 0;
+  const weightBytes = blockBytes + outputBytes + noiseBytes;
   const keysAfter = s.cached + s.newContext;
   const kvBytes = s.batch * L * keysAfter * 2 * D * 4;
   const kvWrite = s.batch * L * s.newContext * 2 * D * 4;
   const logitsBytes = 2 * outRows * V * 4;
-  const bytes = weightBytes + kvBytes + kvWrite + logitsBytes;
 
   // Visible keys per row: context row i (0-based within the new ones) sees cached + i + 1 keys; noise row j sees all
   // cached and new context keys plus noises 1..j.
@@ -89,13 +104,36 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, scr
   const ctxRows = s.batch * s.newContext, noiseRows = s.batch * s.noise;
   const blockFlops = 2 * (12 * D * D) * (noiseRows * L + ctxRows * ctxLayers) + (L - ctxLayers) * 2 * ctxRows * 3 * D * D;
   const outFlops = (screen ? 1 : 2) * outRows * D * V;
-  const noiseFlops = 2 * s.batch * s.noise * (10 * D * D);
-  return { rows, bytes, flops: blockFlops + attnFlops + outFlops + noiseFlops, weightBytes, kvBytes };
+  const noiseFlops = 2 * noiseRows * (10 * D * D);
+  const phases: StepPhase[] = [
+    { name: 'blocks', bytes: blockBytes, flops: blockFlops },
+    { name: 'output', bytes: outputBytes, flops: outFlops },
+    { name: 'noiseEncoder', bytes: noiseBytes, flops: noiseFlops },
+    { name: 'attention', bytes: kvBytes + kvWrite, flops: attnFlops },
+    { name: 'logits', bytes: logitsBytes, flops: 0 },
+  ].filter((ph) => ph.bytes > 0 || ph.flops > 0) as StepPhase[];
+  return {
+    rows, bytes: weightBytes + kvBytes + kvWrite + logitsBytes, flops: blockFlops + attnFlops + outFlops + noiseFlops,
+    weightBytes, kvBytes, phases,
+  };
 }
 
-/** Lower bound on a step's time: the larger of the memory time and the compute time. */
+/** Lower bound on a step's time: over its phases, the sum of the larger of each one's memory and compute time. */
 export function stepSeconds(c: StepCost, m: MachineRates): number {
-  return Math.max(c.bytes / m.bandwidth, c.flops / m.flops);
+  let t = 0;
+  for (const ph of c.phases) t += Math.max(ph.bytes / m.bandwidth, ph.flops / m.flops);
+  return t;
+}
+
+/** Whether a step's bound is mostly memory time: its memory-bound phases take at least half of it. */
+export function stepMemoryBound(c: StepCost, m: MachineRates): boolean {
+  let mem = 0, comp = 0;
+  for (const ph of c.phases) {
+    const a = ph.bytes / m.bandwidth, b = ph.flops / m.flops;
+    if (a >= b) mem += a;
+    else comp += b;
+  }
+  return mem >= comp;
 }
 
 export interface RunShape {
@@ -161,7 +199,7 @@ export function predictRun(cfg: ModelConfig, r: RunShape, m: MachineRates, bytes
     tokensPerSecond: (r.batch * r.newTokens) / seconds,
     passesPerToken: shapes.length / r.newTokens,
     typicalStep: typical,
-    memoryBound: typical.bytes / m.bandwidth >= typical.flops / m.flops,
+    memoryBound: stepMemoryBound(typical, m),
     meanBytes: bytes / shapes.length,
     meanFlops: flops / shapes.length,
   };

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { paramCounts, predictRun, predictSpeedup, stepCost, stepSeconds } from '../../src/eval/roofline.ts';
+import { paramCounts, predictRun, predictSpeedup, stepCost, stepMemoryBound, stepSeconds } from '../../src/eval/roofline.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
 
 const tiny: ModelConfig = { vocabSize: 3, hiddenSize: 2, nHeads: 1, nBlocks: 1, maskIndex: 2, maxK: 4, maxSeqLen: 16 };
@@ -24,8 +24,21 @@ test('one AR step by hand', () => {
   assert.equal(c.bytes, 300 + 96 + 16 + 24);
   assert.equal(c.flops, 96 + 48 + 12);
   assert.equal(c.rows, 1);
-  assert.equal(stepSeconds(c, { bandwidth: 436, flops: 1e9 }), 1);
-  assert.equal(stepSeconds(c, { bandwidth: 1e9, flops: 78 }), 2);
+  assert.deepEqual(c.phases, [
+    { name: 'blocks', bytes: (62 + 2) * 4, flops: 96 },
+    { name: 'output', bytes: 11 * 4, flops: 12 },
+    { name: 'attention', bytes: 96 + 16, flops: 48 },
+    { name: 'logits', bytes: 24, flops: 0 },
+  ]);
+  // all phases on one side of the ridge: the bound is the whole step's bytes or FLOPs
+  assert.ok(Math.abs(stepSeconds(c, { bandwidth: 436, flops: 1e9 }) - 1) < 1e-6);
+  assert.ok(Math.abs(stepSeconds(c, { bandwidth: 1e12, flops: 78 }) - 2) < 1e-6);
+  // mixed: attention memory light but compute bound like the matmuls (96 / 48, 12 / 48, 48 / 48), the logits memory
+  // bound (24 / 256); the phases run one after another, so their bounds add: more than max(436 / 256, 156 / 48) = 3.25
+  const mixed = { bandwidth: 256, flops: 48 };
+  assert.equal(stepSeconds(c, mixed), 96 / 48 + 12 / 48 + 48 / 48 + 24 / 256);
+  assert.equal(stepMemoryBound(c, mixed), false);
+  assert.equal(stepMemoryBound(c, { bandwidth: 436, flops: 1e9 }), true);
 });
 
 test('one PFLM step by hand: 2k rows, noise encoder, output layer on the noise rows', () => {
@@ -36,6 +49,11 @@ test('one PFLM step by hand: 2k rows, noise encoder, output layer on the noise r
   // attention; the 4 noise rows get everything and see 5 + 1 and 5 + 2 keys
   assert.equal(c.flops, 2 * 4 * 48 + 2 * 4 * 12 + 2 * 4 * 2 * (6 + 7) + 2 * 4 * 2 * 3 + 2 * 2 * 2 * 40);
   assert.equal(c.kvBytes, 2 * 5 * 2 * 2 * 4);
+  assert.deepEqual(c.phases.map((p) => p.name), ['blocks', 'output', 'noiseEncoder', 'attention', 'logits']);
+  assert.equal(c.phases.reduce((a, p) => a + p.bytes, 0), c.bytes);
+  assert.equal(c.phases.reduce((a, p) => a + p.flops, 0), c.flops);
+  assert.equal(c.phases[2].bytes, 56 * 4);
+  assert.equal(c.phases[2].flops, 2 * 2 * 2 * 40);
 });
 
 test('a PFLM step with the screened output layer reads int8 output weights and does half the output FLOPs', () => {
@@ -72,6 +90,14 @@ test('run predictions: step counts, passes per token, the regimes of the officia
   // Batch 64 is compute bound: 2k rows per k tokens costs more than AR's 1 row per token.
   const s64 = predictSpeedup(official, { batch: 64, promptLength: 6, newTokens: 122 }, 4, m);
   assert.ok(s64 < 1, `batch 64 speedup ${s64}`);
+  // There the matmuls are compute bound and attention over the cache and the logits memory bound; they run one after
+  // another, so the step's bound is the sum of both kinds, more than its whole max(bytes, FLOPs).
+  const c64 = stepCost(official, { batch: 64, newContext: 1, cached: 60, noise: 0, outRows: 1 });
+  const ph = new Map(c64.phases.map((p) => [p.name, p]));
+  const want = (ph.get('blocks')!.flops + ph.get('output')!.flops) / m.flops + (ph.get('attention')!.bytes + ph.get('logits')!.bytes) / m.bandwidth;
+  assert.ok(Math.abs(stepSeconds(c64, m) - want) < 1e-9 * want);
+  assert.ok(stepSeconds(c64, m) > 1.05 * Math.max(c64.bytes / m.bandwidth, c64.flops / m.flops));
+  assert.equal(stepMemoryBound(c64, m), false);
   // Long contexts add KV reads that both pay per step, which PFLM amortises over k tokens.
   const long = predictRun(official, { batch: 16, k: 0, promptLength: 6, newTokens: 1018 }, m);
   assert.ok(long.meanBytes > ar.meanBytes * 2);
