@@ -1,12 +1,13 @@
 // Load benchmark of `kforce serve`: the same model served as AR and as a k-token PFLM, each driven by 1, 8 and 64
 // closed-loop clients (each client sends its next request as soon as the previous one finished). The servers run in
 // child processes so their compute never shares an event loop with the clients that time them; both stay up, only
-// one is loaded at a time, and each level runs AR then PFLM back to back. Reports requests, errors, p50/p99 latency
-// and generated tokens/s per level, the PFLM/AR throughput ratio, and the ratio a roofline predicts for that batch
-// size with machine rates measured in this run.
+// one is loaded at a time, and each level runs its windows back to back in the order AR PFLM PFLM AR ... (--repeats
+// windows per model, 2 by default: a drift of the host's speed over the level then weighs on both alike). Reports
+// requests, errors, p50/p99 latency and generated tokens/s per level (over all its windows), the PFLM/AR throughput
+// ratio, and the ratio a roofline predicts for that batch size with machine rates measured in this run.
 //
-//   npm run bench:serve -- [--duration 20] [--warmup 3] [--clients 1,8,64] [--prompt-tokens 8] [--max-tokens 64]
-//                          [--k 4] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--json]
+//   npm run bench:serve -- [--duration 20] [--repeats 2] [--warmup 3] [--clients 1,8,64] [--prompt-tokens 8]
+//                          [--max-tokens 64] [--k 4] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--json]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import http from 'node:http';
@@ -23,6 +24,7 @@ const SMALL_DIR = path.join(ROOT, 'models', 'small');
 
 interface Args {
   duration: number;
+  repeats: number;
   warmup: number;
   clients: number[];
   promptTokens: number;
@@ -35,7 +37,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { duration: 20, warmup: 3, clients: [1, 8, 64], promptTokens: 8, maxTokens: 64, k: 4, config: 'official', small: 'auto', json: false, seed: 1 };
+  const a: Args = { duration: 20, repeats: 2, warmup: 3, clients: [1, 8, 64], promptTokens: 8, maxTokens: 64, k: 4, config: 'official', small: 'auto', json: false, seed: 1 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const val = (): string => {
@@ -50,6 +52,12 @@ function parseArgs(argv: string[]): Args {
     };
     switch (flag) {
       case '--duration': a.duration = num(0.1); break;
+      case '--repeats': {
+        const n = num(1);
+        if (!Number.isInteger(n)) throw new Error(`bench-serve: --repeats takes a positive integer, got ${n}`);
+        a.repeats = n;
+        break;
+      }
       case '--warmup': a.warmup = num(0); break;
       case '--clients': a.clients = val().split(',').map((s) => {
         const n = Number(s);
@@ -68,9 +76,9 @@ function parseArgs(argv: string[]): Args {
       }
       case '--seed': a.seed = Math.floor(num(0)); break;
       case '--json': a.json = true; break;
-      case '--quick': a.duration = 4; a.warmup = 1; a.clients = [1, 4]; a.config = 'tiny'; a.maxTokens = 32; break;
+      case '--quick': a.duration = 4; a.repeats = 1; a.warmup = 1; a.clients = [1, 4]; a.config = 'tiny'; a.maxTokens = 32; break;
       case '--help': case '-h':
-        console.log('usage: npm run bench:serve -- [--duration s] [--warmup s] [--clients 1,8,64] [--prompt-tokens n] [--max-tokens n] [--k n] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--quick] [--json]');
+        console.log('usage: npm run bench:serve -- [--duration s] [--repeats n] [--warmup s] [--clients 1,8,64] [--prompt-tokens n] [--max-tokens n] [--k n] [--config official|tiny|B,D,H,V] [--small auto|yes|no] [--quick] [--json]');
         process.exit(0);
         break;
       default: throw new Error(`bench-serve: unknown flag ${flag}`);
@@ -229,7 +237,12 @@ interface LevelResult {
   meanBatch: number;
   p50Ms: number;
   p99Ms: number;
+  /** Windows merged into this result (--repeats). */
+  windows: number;
 }
+
+/** One window's result with its latencies, which merging needs. */
+type WindowResult = LevelResult & { latencies: number[] };
 
 function percentile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
@@ -237,7 +250,7 @@ function percentile(sorted: number[], q: number): number {
   return sorted[i];
 }
 
-async function runLevel(server: Server, kind: 'ar' | 'pflm', modelName: string, clients: number, a: Args): Promise<LevelResult> {
+async function runWindow(server: Server, kind: 'ar' | 'pflm', modelName: string, clients: number, a: Args): Promise<WindowResult> {
   const V = server.config.vocabSize;
   const mask = server.config.maskIndex;
   const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
@@ -317,6 +330,27 @@ async function runLevel(server: Server, kind: 'ar' | 'pflm', modelName: string, 
     meanBatch,
     p50Ms: percentile(latencies, 0.5),
     p99Ms: percentile(latencies, 0.99),
+    windows: 1,
+    latencies,
+  };
+}
+
+/** The windows of one model at one level as one result: counts summed, rates averaged over the windows (all of one
+ * duration), latency percentiles over every request. */
+function mergeWindows(ws: WindowResult[]): LevelResult {
+  const mean = (f: (w: WindowResult) => number): number => ws.reduce((acc, w) => acc + f(w), 0) / ws.length;
+  const latencies = ws.flatMap((w) => w.latencies).sort((x, y) => x - y);
+  return {
+    clients: ws[0].clients, model: ws[0].model, modelName: ws[0].modelName,
+    requests: ws.reduce((acc, w) => acc + w.requests, 0),
+    errors: ws.reduce((acc, w) => acc + w.errors, 0),
+    rejected: ws.reduce((acc, w) => acc + w.rejected, 0),
+    tokensPerSecond: mean((w) => w.tokensPerSecond),
+    serverTokensPerSecond: mean((w) => w.serverTokensPerSecond),
+    meanBatch: mean((w) => w.meanBatch),
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
+    windows: ws.length,
   };
 }
 
@@ -362,7 +396,7 @@ async function main(): Promise<void> {
   const log = (s: string): void => {
     (a.json ? process.stderr : process.stdout).write(s + '\n');
   };
-  log(`bench-serve: ${a.clients.join('/')} clients, ${a.warmup} s warm-up + ${a.duration} s per level, prompts ${a.promptTokens} tokens, max_tokens ${a.maxTokens}, PFLM k = ${a.k}`);
+  log(`bench-serve: ${a.clients.join('/')} clients, ${a.repeats} window(s) per model and level (${a.warmup} s warm-up + ${a.duration} s each), prompts ${a.promptTokens} tokens, max_tokens ${a.maxTokens}, PFLM k = ${a.k}`);
   const specs = await modelSpecs(a);
   // Machine rates are read while no server computes: before any starts and after each model's servers stop; the
   // roofline takes the best reading of the run (a limit of the machine, which other tenants of a shared host can only
@@ -383,9 +417,9 @@ async function main(): Promise<void> {
   const ratios: Array<{ modelName: string; clients: number; ratio: number; predicted: number; withinTarget: boolean; target: string }> = [];
   for (const spec of specs) {
     const byKind: Record<string, LevelResult[]> = { ar: [], pflm: [] };
-    // Both servers stay up (an idle one computes nothing) and each load level runs AR then PFLM back to back: this
-    // host's DRAM bandwidth drifts by tens of percent over minutes, and adjacent windows keep that drift out of the
-    // ratio far better than running every AR level before every PFLM level.
+    // Both servers stay up (an idle one computes nothing) and each load level runs its windows back to back, AR PFLM
+    // PFLM AR ...: this host's speed drifts by tens of percent over minutes; adjacent windows in mirrored order keep a
+    // steady drift out of the ratio, far better than running every AR level before every PFLM level.
     log(`starting ar and pflm servers (${spec.name}) ...`);
     const servers: Partial<Record<'ar' | 'pflm', Server>> = {};
     let config: ModelConfig | null = null;
@@ -394,12 +428,21 @@ async function main(): Promise<void> {
       servers.pflm = await startServer(spec.pflm);
       config = servers.pflm.config;
       for (const c of a.clients) {
+        const windows: Record<'ar' | 'pflm', WindowResult[]> = { ar: [], pflm: [] };
+        for (let rep = 0; rep < a.repeats; rep++) {
+          for (const kind of rep % 2 === 0 ? ['ar', 'pflm'] as const : ['pflm', 'ar'] as const) {
+            const r = await runWindow(servers[kind]!, kind, spec.name, c, a);
+            windows[kind].push(r);
+            log(`  ${kind.padEnd(4)} ${String(c).padStart(3)} clients${a.repeats > 1 ? ` (window ${rep + 1})` : ''}: ${r.requests} requests, ${r.errors} errors, ` +
+              `${r.rejected} rejected (429), p50 ${fmt(r.p50Ms, 0)} ms, p99 ${fmt(r.p99Ms, 0)} ms, ${fmt(r.tokensPerSecond)} tok/s ` +
+              `(server ${fmt(r.serverTokensPerSecond)}), mean batch ${fmt(r.meanBatch)}`);
+          }
+        }
         for (const kind of ['ar', 'pflm'] as const) {
-          const r = await runLevel(servers[kind]!, kind, spec.name, c, a);
+          const r = mergeWindows(windows[kind]);
           results.push(r);
           byKind[kind].push(r);
-          log(`  ${kind.padEnd(4)} ${String(c).padStart(3)} clients: ${r.requests} requests, ${r.errors} errors, ${r.rejected} rejected (429), ` +
-            `p50 ${fmt(r.p50Ms, 0)} ms, p99 ${fmt(r.p99Ms, 0)} ms, ${fmt(r.tokensPerSecond)} tok/s (server ${fmt(r.serverTokensPerSecond)}), mean batch ${fmt(r.meanBatch)}`);
+          if (a.repeats > 1) log(`  ${kind.padEnd(4)} ${String(c).padStart(3)} clients, all windows: ${fmt(r.tokensPerSecond)} tok/s, p50 ${fmt(r.p50Ms, 0)} ms, p99 ${fmt(r.p99Ms, 0)} ms`);
         }
       }
     } finally {
@@ -425,7 +468,7 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({
       machine: { bandwidthGBs: best().bandwidth / 1e9, gflops: best().flops / 1e9,
         readings: readings.map((m) => ({ bandwidthGBs: m.bandwidth / 1e9, gflops: m.flops / 1e9 })) },
-      settings: { duration: a.duration, warmup: a.warmup, promptTokens: a.promptTokens, maxTokens: a.maxTokens, k: a.k },
+      settings: { duration: a.duration, repeats: a.repeats, warmup: a.warmup, promptTokens: a.promptTokens, maxTokens: a.maxTokens, k: a.k },
       results,
       ratios,
     }));
