@@ -27,6 +27,13 @@ interface Seq {
 const PAGE_BITS = 5;
 const PAGE = 1 << PAGE_BITS; // rows per page: at most PAGE - 1 unused rows per sequence
 const PAGE_MASK = PAGE - 1;
+
+/** Bytes of float32 KV pool that preallocate(sequences, rows) holds for a model of this shape (whole pages of PAGE
+ * rows; K and V of every layer). */
+export function kvPoolBytes(cfg: ModelConfig, sequences: number, rows: number): number {
+  return sequences * Math.ceil(rows / PAGE) * PAGE * 2 * cfg.hiddenSize * cfg.nBlocks * 4;
+}
+
 // Noise rows encoded ahead of their step are kept by uniform, up to this many floats (then the cache starts over).
 const NOISE_CACHE_FLOATS = 1 << 21;
 

@@ -4,6 +4,7 @@
 // the scheduler's steps and HTTP stays responsive between them.
 import { randomBytes, randomInt } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { kvPoolBytes } from '../model/decoder.ts';
 import type { BatchDecoder } from '../model/types.ts';
 import { ApiError, badField } from './errors.ts';
 import { ServeMetrics } from './metrics.ts';
@@ -40,6 +41,11 @@ export interface ServerOptions {
   eos: number[];
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number;
+  /** KV cache reserved at start-up, at most this many bytes (default 1 GiB; 0: none): room for maxBatch sequences of
+   * maxContext tokens, or as many as fit. A pool that grows on demand instead stalls the steps that grow it (a copy
+   * of the pool and fresh pages from the OS: 3.6 s in the first batch-64 generation of the official architecture,
+   * docs/RESULTS.md session 11); it still grows beyond the reservation when needed. */
+  kvReserveBytes?: number;
 }
 
 export interface KforceServer {
@@ -48,6 +54,8 @@ export interface KforceServer {
   metrics: ServeMetrics;
   /** Starts listening; resolves to the base URL (port 0 picks a free port). */
   listen(host: string, port: number): Promise<string>;
+  /** What was reserved at start-up (ServerOptions.kvReserveBytes): whole sequences of maxContext tokens. */
+  kvReserved: { sequences: number; bytes: number };
   /** Stops taking requests, lets running and queued ones finish, then closes the listener. */
   shutdown(): Promise<void>;
 }
@@ -68,6 +76,18 @@ function toApiError(err: unknown): ApiError {
   return new ApiError(500, `internal error: ${e.message ?? String(err)}`);
 }
 
+/** Sizes the decoder's KV pool at start-up for as many whole sequences (maxContext tokens plus a PFLM step's k noise
+ * rows) as the budget allows, up to maxBatch. */
+function reserveKv(decoder: BatchDecoder, opts: ServerOptions, k: number): { sequences: number; bytes: number } {
+  const budget = opts.kvReserveBytes ?? 2 ** 30;
+  if (!(Number.isFinite(budget) && budget >= 0)) throw new Error(`serve: kvReserveBytes must be a number >= 0, got ${String(budget)}`);
+  const rows = opts.maxContext + (decoder.kind === 'pflm' ? k : 0);
+  const perSequence = kvPoolBytes(decoder.config, 1, rows);
+  const sequences = decoder.preallocate ? Math.min(opts.maxBatch, Math.floor(budget / perSequence)) : 0;
+  if (sequences > 0) decoder.preallocate!(sequences, rows);
+  return { sequences, bytes: kvPoolBytes(decoder.config, sequences, rows) };
+}
+
 export function createServer(opts: ServerOptions): KforceServer {
   const { decoder, tokenizer } = opts;
   const cfg = decoder.config;
@@ -75,6 +95,7 @@ export function createServer(opts: ServerOptions): KforceServer {
   const k = pflm ? (opts.k ?? cfg.maxK) : 1;
   const metrics = new ServeMetrics();
   const scheduler = new Scheduler(decoder, { maxBatch: opts.maxBatch, maxQueue: opts.maxQueue, k, eos: opts.eos, metrics });
+  const kvReserved = reserveKv(decoder, opts, k);
   const limits: RequestLimits = {
     maxTokens: opts.maxTokens,
     defaultMaxTokens: opts.defaultMaxTokens,
@@ -221,6 +242,7 @@ export function createServer(opts: ServerOptions): KforceServer {
     app,
     scheduler,
     metrics,
+    kvReserved,
     async listen(host: string, port: number): Promise<string> {
       await app.listen({ host, port });
       const addr = app.server.address();

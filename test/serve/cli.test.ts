@@ -44,17 +44,21 @@ test('kforce serve drains the running request on SIGTERM and exits 0', async () 
     assert.equal(chunks.at(-1)!.choices[0].finish_reason, 'length');
     assert.equal(await exited, 0, stderr);
     assert.match(stderr, /SIGTERM, draining 1 running/);
+    // the start-up line says how much KV cache it reserved (--max-batch 64 sequences by default)
+    assert.match(stderr, /KV cache for 64 of 64 sequences reserved \(\d+ MB\)/);
   } finally {
     if (proc.exitCode === null) proc.kill('SIGKILL');
   }
 });
 
 test('kforce serve refuses a bad flag with a message naming it', async () => {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--random', 'ar', '--blocks', '1',
-    '--hidden', '16', '--heads', '2', '--vocab', '64', '--max-batch', '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
-  assert.equal(code, 1);
-  assert.match(stderr, /--max-batch must be an integer/);
+  for (const [flag, value, message] of [['--max-batch', '0', /--max-batch must be an integer/], ['--kv-reserve-mb', '-1', /--kv-reserve-mb/]] as const) {
+    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--random', 'ar', '--blocks', '1',
+      '--hidden', '16', '--heads', '2', '--vocab', '64', flag, value], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((r) => proc.once('exit', (c) => r(c)));
+    assert.equal(code, 1);
+    assert.match(stderr, message);
+  }
 });

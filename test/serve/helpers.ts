@@ -27,6 +27,7 @@ export async function startServer(model: Model, opts: Partial<Omit<ServerOptions
     maxPromptTokens: 64,
     maxContext: 100_010,
     eos: [],
+    kvReserveBytes: 0, // the tests' context limit is far above what they use
     ...opts,
   });
   const url = await server.listen('127.0.0.1', 0);

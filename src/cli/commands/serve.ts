@@ -27,6 +27,7 @@ interface ServeFlags extends RandomModelFlags {
   defaultMaxTokens: string;
   maxPromptTokens?: string;
   maxContext?: string;
+  kvReserveMb: string;
   eos?: string | boolean;
 }
 
@@ -76,6 +77,7 @@ export function registerServe(program: Command): void {
     .option('--default-max-tokens <n>', 'max_tokens when a request omits it', '16')
     .option('--max-prompt-tokens <n>', 'longest prompt in tokens (default: the context limit - 1)')
     .option('--max-context <n>', 'most tokens of one sequence, prompt plus completion; bounds the KV cache (default: the model context length, else 1024)')
+    .option('--kv-reserve-mb <n>', 'KV cache reserved at start-up for --max-batch sequences of --max-context tokens, at most this many MB (0: none; it grows on demand beyond)', '1024')
     .option('--eos <ids>', 'comma-separated token ids that end a completion (default: the tokenizer end-of-text id)')
     .option('--no-eos', 'never stop before max_tokens (fixed-length generation, as in benchmarks)')
     .action(async (o: ServeFlags) => {
@@ -104,10 +106,12 @@ export function registerServe(program: Command): void {
         maxPromptTokens: o.maxPromptTokens === undefined ? maxContext - 1 : intOption('--max-prompt-tokens', o.maxPromptTokens, 1),
         maxContext,
         eos,
+        kvReserveBytes: numOption('--kv-reserve-mb', o.kvReserveMb, 0, 1e9) * 2 ** 20,
       });
       const url = await server.listen(o.host, intOption('--port', o.port, 0, 65535));
       console.error(`kforce serve: ${name} (${model.kind}${model.kind === 'pflm' ? `, k = ${k}, penalty ${penalty}` : ''}) from ${source}, ` +
-        `${tokenizer ? 'text and token-id prompts' : 'token-id prompts only (no tokenizer)'}, ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+        `${tokenizer ? 'text and token-id prompts' : 'token-id prompts only (no tokenizer)'}, KV cache for ${server.kvReserved.sequences} of ` +
+        `${intOption('--max-batch', o.maxBatch, 1)} sequences reserved (${(server.kvReserved.bytes / 2 ** 20).toFixed(0)} MB), ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       // One machine-readable line on stdout: the benchmark waits for it to learn the port.
       console.log(JSON.stringify({ listening: url, model: name, kind: model.kind, k, config: cfg }));
 
