@@ -14,7 +14,7 @@ import { backboneForward, type BackboneTrace } from './backbone.ts';
 import type { BaseModel } from './core.ts';
 import { MaskBuilder } from './masks.ts';
 import { noiseEncoderForward } from './noise-encoder.ts';
-import type { BatchDecoder, ModelConfig, SeqId, StepOptions } from './types.ts';
+import type { BatchDecoder, DecoderStats, ModelConfig, SeqId, StepOptions } from './types.ts';
 import { checkK, checkUnit, tokenBatch, tokenRow } from './validate.ts';
 
 interface Seq {
@@ -114,7 +114,7 @@ export class KvDecoder<T extends FloatArray = Float32Array> implements BatchDeco
 
   /** KV pool bookkeeping: pages allocated and in use, and how often the pool was compacted or grown; PFLM noise rows
    * taken from the rows encoded ahead (step's noiseAhead). */
-  stats(): { pageRows: number; pages: number; usedPages: number; compactions: number; grows: number; noiseRowsReused: number } {
+  stats(): DecoderStats {
     return {
       pageRows: PAGE, pages: this.nPages, usedPages: this.nUsed, compactions: this.compactions, grows: this.grows,
       noiseRowsReused: this.noiseRowsReused,

@@ -35,6 +35,16 @@ export interface StepOptions {
  * tokens (their K/V are committed to its cache) and, for a PFLM, k noise tokens after them (transient K/V, not kept),
  * all packed into one activation matrix so the linear layers stream each weight once per step.
  */
+/** KV pool bookkeeping of a decoder (KvDecoder.stats). */
+export interface DecoderStats {
+  pageRows: number;
+  pages: number;
+  usedPages: number;
+  compactions: number;
+  grows: number;
+  noiseRowsReused: number;
+}
+
 export interface BatchDecoder {
   readonly kind: 'ar' | 'pflm';
   readonly config: ModelConfig;
@@ -63,6 +73,8 @@ export interface BatchDecoder {
   stepShared?(ids: SeqId[], opts?: StepOptions): Float32Array[];
   /** Optional: pre-sizes the KV cache for `sequences` sequences of up to `rows` positions each. */
   preallocate?(sequences: number, rows: number): void;
+  /** Optional: KV pool bookkeeping (pages of `pageRows` rows allocated and in use, pool growths and compactions). */
+  stats?(): DecoderStats;
   /**
    * Optional, float32 weights: `step` without the output layer. Returns the output layer's input rows ([sum of
    * slots, D], valid until the model's next forward pass) and each sequence's slot count (1 for an AR model); the

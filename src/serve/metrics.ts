@@ -1,6 +1,8 @@
 // Serving metrics in the Prometheus text exposition format (version 0.0.4). Counters and histograms are cumulative;
 // the tokens/s gauge is computed over a sliding window so a scrape shows the current rate without a PromQL rate().
 
+import type { DecoderStats } from '../model/types.ts';
+
 const STEP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const REQUEST_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -29,6 +31,8 @@ export type FinishReason = 'length' | 'stop' | 'cancelled' | 'error';
 
 export class ServeMetrics {
   private readonly started = performance.now();
+  /** The decoder's KV pool bookkeeping, read at each scrape (null: not reported). */
+  kvSource: (() => DecoderStats) | null = null;
   private readonly responses = new Map<number, number>();
   private readonly finished = new Map<FinishReason, number>();
   promptTokens = 0;
@@ -105,6 +109,15 @@ export class ServeMetrics {
       this.stepLatency.render('kforce_step_latency_seconds'));
     metric('kforce_request_latency_seconds', 'histogram', 'Time from admission to the queue to the last token.',
       this.requestLatency.render('kforce_request_latency_seconds'));
+    if (this.kvSource) {
+      const kv = this.kvSource();
+      metric('kforce_kv_pages', 'gauge', `KV cache pages allocated (${kv.pageRows} positions of every layer each).`, [`kforce_kv_pages ${kv.pages}`]);
+      metric('kforce_kv_pages_used', 'gauge', 'KV cache pages holding running sequences.', [`kforce_kv_pages_used ${kv.usedPages}`]);
+      metric('kforce_kv_grows_total', 'counter', 'Times the KV pool was reallocated larger (each copies it), the start-up reservation included.',
+        [`kforce_kv_grows_total ${kv.grows}`]);
+      metric('kforce_kv_compactions_total', 'counter', 'Times the KV pool was compacted to make room above a sequence\'s last page.',
+        [`kforce_kv_compactions_total ${kv.compactions}`]);
+    }
     return out.join('\n') + '\n';
   }
 }

@@ -96,6 +96,7 @@ export function createServer(opts: ServerOptions): KforceServer {
   const metrics = new ServeMetrics();
   const scheduler = new Scheduler(decoder, { maxBatch: opts.maxBatch, maxQueue: opts.maxQueue, k, eos: opts.eos, metrics });
   const kvReserved = reserveKv(decoder, opts, k);
+  if (decoder.stats) metrics.kvSource = () => decoder.stats!();
   const limits: RequestLimits = {
     maxTokens: opts.maxTokens,
     defaultMaxTokens: opts.defaultMaxTokens,

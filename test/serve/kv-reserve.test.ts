@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { KvDecoder, kvPoolBytes } from '../../src/model/decoder.ts';
 import { createServer, type ServerOptions } from '../../src/serve/server.ts';
-import { post, tinyConfig, tinyModel } from './helpers.ts';
+import { metric, post, tinyConfig, tinyModel } from './helpers.ts';
 
 function serverWith(kind: 'ar' | 'pflm', opts: Partial<ServerOptions>): { decoder: KvDecoder; server: ReturnType<typeof createServer> } {
   const decoder = tinyModel(kind).decoder() as KvDecoder;
@@ -34,6 +34,11 @@ test('the server reserves maxBatch sequences of maxContext (+ k for a PFLM) toke
     const bodies = await Promise.all([0, 1, 2].map((i) => post(url, { prompt: [1, 2, 3, 4, 5, 6, 7, 8, 9 - i], max_tokens: 30, seed: i })));
     for (const b of bodies) assert.equal(b.status, 200);
     assert.equal(decoder.stats().grows, 1);
+    // and /metrics reports the pool
+    assert.equal(await metric(url, 'kforce_kv_pages'), 6);
+    assert.equal(await metric(url, 'kforce_kv_pages_used'), 0);
+    assert.equal(await metric(url, 'kforce_kv_grows_total'), 1);
+    assert.equal(await metric(url, 'kforce_kv_compactions_total'), decoder.stats().compactions);
     await server.shutdown();
   }
 });
