@@ -105,13 +105,14 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, scr
   const blockFlops = 2 * (12 * D * D) * (noiseRows * L + ctxRows * ctxLayers) + (L - ctxLayers) * 2 * ctxRows * 3 * D * D;
   const outFlops = (screen ? 1 : 2) * outRows * D * V;
   const noiseFlops = 2 * noiseRows * (10 * D * D);
-  const phases: StepPhase[] = [
+  const all: StepPhase[] = [
     { name: 'blocks', bytes: blockBytes, flops: blockFlops },
     { name: 'output', bytes: outputBytes, flops: outFlops },
     { name: 'noiseEncoder', bytes: noiseBytes, flops: noiseFlops },
     { name: 'attention', bytes: kvBytes + kvWrite, flops: attnFlops },
     { name: 'logits', bytes: logitsBytes, flops: 0 },
-  ].filter((ph) => ph.bytes > 0 || ph.flops > 0) as StepPhase[];
+  ];
+  const phases = all.filter((ph) => ph.bytes > 0 || ph.flops > 0);
   return {
     rows, bytes: weightBytes + kvBytes + kvWrite + logitsBytes, flops: blockFlops + attnFlops + outFlops + noiseFlops,
     weightBytes, kvBytes, phases,

@@ -91,6 +91,7 @@ export function registerServe(program: Command): void {
       let eos: number[] = [];
       if (typeof o.eos === 'string') eos = o.eos.split(',').map((s) => intOption('--eos', s, 0, cfg.vocabSize - 1));
       else if (o.eos !== false && tokenizer) eos = [tokenizer.eosId];
+      const maxBatch = intOption('--max-batch', o.maxBatch, 1);
       const maxContext = o.maxContext === undefined ? (cfg.maxSeqLen > 1 ? cfg.maxSeqLen : 1024) : intOption('--max-context', o.maxContext, 2);
       const name = o.name ?? (o.model ? path.basename(o.model).replace(/\.[^.]+$/, '') : `random-${model.kind}`);
       const server = createServer({
@@ -99,7 +100,7 @@ export function registerServe(program: Command): void {
         tokenizer,
         k,
         penalty,
-        maxBatch: intOption('--max-batch', o.maxBatch, 1),
+        maxBatch,
         maxQueue: intOption('--max-queue', o.maxQueue, 0),
         maxTokens: o.maxTokens === undefined ? maxContext - 1 : intOption('--max-tokens', o.maxTokens, 1),
         defaultMaxTokens: intOption('--default-max-tokens', o.defaultMaxTokens, 1),
@@ -111,7 +112,7 @@ export function registerServe(program: Command): void {
       const url = await server.listen(o.host, intOption('--port', o.port, 0, 65535));
       console.error(`kforce serve: ${name} (${model.kind}${model.kind === 'pflm' ? `, k = ${k}, penalty ${penalty}` : ''}) from ${source}, ` +
         `${tokenizer ? 'text and token-id prompts' : 'token-id prompts only (no tokenizer)'}, KV cache for ${server.kvReserved.sequences} of ` +
-        `${intOption('--max-batch', o.maxBatch, 1)} sequences reserved (${(server.kvReserved.bytes / 2 ** 20).toFixed(0)} MB), ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+        `${maxBatch} sequences reserved (${(server.kvReserved.bytes / 2 ** 20).toFixed(0)} MB), ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       // One machine-readable line on stdout: the benchmark waits for it to learn the port.
       console.log(JSON.stringify({ listening: url, model: name, kind: model.kind, k, config: cfg }));
 
