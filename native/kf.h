@@ -116,14 +116,15 @@ int32_t kf_pflm_slot(float *row, size_t V, const int32_t *cnt, double lambda, in
 // ---- screened PFLM selection (screen.c): the same tokens from an int8 copy of the output layer -------------------
 // 1 when this build has the int8 dot-product kernels (AVX512_VNNI).
 int kf_screen_supported(void);
-// Row stride of the int8 copy (K rounded up to 64).
+// Row stride of the int8 copy (K rounded up to 64) and its size in bytes (rows padded to a multiple of 4).
 size_t kf_screen_stride(size_t K);
-// wq[N, stride] = int8 copy of w (zero-padded); meta[4][N] = per row its scale, upper bounds of its L1 norm and of its
+size_t kf_screen_bytes(size_t N, size_t K);
+// wq[kf_screen_bytes] = int8 copy of w (zero-padded; rows interleaved in groups of 4, screen.c); meta[4][N] = per row its scale, upper bounds of its L1 norm and of its
 // quantisation residual's L2 norm, and the sum of its int8 values; 0 when unsupported or a weight is not finite.
 int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *meta);
 // Sequence i's slots s < takes[i] use rows rowStart[i] + s of h [M, K] (the output layer's input) and get the tokens
 // kf_select_pflm gives on the full logits h w^T + bias with counts[i] and lambdas[i] (out[i * kmax + s]; counts left
-// as found; -2 when out of memory). isum: [M, N, 2] scratch.
+// as found; -2 when out of memory). isum: [M, N] scratch.
 void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t *wq, const float *meta,
                       const float *w, const float *bias, int32_t *isum, const int32_t *rowStart, const int32_t *takes,
                       int32_t *const *counts, const double *lambdas, size_t nseq, int32_t maskIndex, size_t kmax,

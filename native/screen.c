@@ -9,11 +9,18 @@
 // exact logit (the softmax normaliser), so this is the PFLM's alone.
 //
 // The approximation. Weight row w is stored as q = round(w / s_w) (|q| <= 127, s_w = max|w| / 127) and h, at run
-// time, in two int8 parts: q1 = round(h / s_h) (s_h = max|h| / 127) and q2 = round((h - s_h q1) / (s_h / 256)), so
-// h^ = s_h (q1 + q2 / 256) is within s_h / 256 of h elementwise. The dot products of q with q1 and q2 are exact
-// integers (VNNI u8 x s8 dot products into int32), so h^.w^ (w^ = s_w q) is known to double precision, and
-//   |h.w - h^.w^| <= |(h - h^).w| + |h^.(w - w^)| <= (s_h / 256) ||w||_1 + min((s_w / 2) ||h^||_1, ||h^||_2 ||w - w^||_2)
-// (elementwise bounds, or Cauchy-Schwarz with the residual norm stored per row). The exact kernel's own rounding (<= 48
+// time, as q1 = round(h / s_h) (s_h = max|h| / 127): h^ = s_h q1, and e = max_k |h_k - h^_k| (about s_h / 2) is
+// measured. The dot products of q with q1 are exact integers (VNNI u8 x s8 dot products into int32), so h^.w^
+// (w^ = s_w q) is known to double precision, and
+//   |h.w - h^.w^| <= |(h - h^).w| + |h^.(w - w^)| <= e ||w||_1 + min((s_w / 2) ||h^||_1, ||h^||_2 ||w - w^||_2)
+// (elementwise bounds, or Cauchy-Schwarz with the residual norm stored per row). The candidates of that first round
+// are narrowed by a second one: h's remainder in a second int8 part, q2 = round((h - h^) / (s_h / 256)), gives
+// h^^ = s_h (q1 + q2 / 256) with max|h - h^^| about s_h / 512 (measured like e), and the dot products of q with q2,
+// for the candidates only, the same bound with h^^ in place of h^: a 256 times smaller first term. (Until session
+// 12 both parts went through the whole vocabulary: twice the integer work of the streaming pass, which the DRAM
+// stream did not hide: 4 rows 1.56 ms against 1.30 with one part. One part alone keeps ~5 candidates a slot on
+// kbench's Gaussian rows, but 430-670 on the random-weight model's flatter logits; the second round brings that back
+// to ~20.) The exact kernel's own rounding (<= 48
 // FMA roundings a lane, a 4-level tree, the bias add) adds at most 2^-18 (max|h| ||w||_1 + |b|). E = 1.0001 times the
 // first bound plus the second plus 1e-30 bounds |A - L| between A = h^.w^ + b and the logit L the full layer
 // computes (the 0.0001 and the absolute term cover the double arithmetic here). The penalised value
@@ -46,6 +53,16 @@ int kf_screen_supported(void) { return KF_SCREEN; }
 size_t kf_screen_stride(size_t K) { return (K + 63) / 64 * 64; }
 
 // ---- preparation: int8 rows (zero-padded to a multiple of 64); per row its scale, an L1 norm bound and sum of q ---
+// Layout: rows in groups of 4 (the last group padded with zero rows), each group's rows interleaved in 64-byte chunks
+// (row 0 bytes 0-63, row 1 bytes 0-63, ..., row 3, row 0 bytes 64-127, ...), so that the integer pass, which walks
+// 4 rows at a time, reads one sequential stream per thread: the hardware prefetchers follow it, where 2-8 rows 768 B
+// apart ran the 4-row pass at 29 GB/s against 38 with this layout (runs of kbench screen, same process).
+#define RG 4 // rows per interleaved group
+
+static size_t wq_offset(size_t n, size_t Kp) { return n / RG * RG * Kp + n % RG * 64; }
+
+size_t kf_screen_bytes(size_t N, size_t K) { return (N + RG - 1) / RG * RG * kf_screen_stride(K); }
+
 typedef struct {
   const float *w;
   int8_t *wq;
@@ -81,7 +98,7 @@ static void prep_row(const float *w, int8_t *q, float *meta, size_t n, size_t N,
     __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(x, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     r = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
     const __m512i qi = _mm512_cvtps_epi32(r);
-    _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtsepi32_epi8(qi));
+    _mm_storeu_si128((__m128i *)(q + k / 64 * RG * 64 + k % 64), _mm512_cvtsepi32_epi8(qi));
     sum = _mm512_add_epi32(sum, qi);
     for (int h = 0; h < 2; h++) { // residuals in double: w - s_w q, exact
       const __m512d xd = _mm512_cvtps_pd(h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)) : _mm512_castps512_ps256(x));
@@ -104,7 +121,8 @@ static void prep_task(void *p, int tid, int nt) {
   int bad = 0;
   while ((b = atomic_fetch_add(&j->next, 1)) < (j->N + 255) / 256) {
     const size_t n1 = (b + 1) * 256 < j->N ? (b + 1) * 256 : j->N;
-    for (size_t n = b * 256; n < n1; n++) prep_row(j->w + n * j->K, j->wq + n * j->Kp, j->meta, n, j->N, j->K, j->Kp, &bad);
+    for (size_t n = b * 256; n < n1; n++)
+      prep_row(j->w + n * j->K, j->wq + wq_offset(n, j->Kp), j->meta, n, j->N, j->K, j->Kp, &bad);
   }
   if (bad) atomic_store(&j->bad, 1);
 }
@@ -114,6 +132,8 @@ int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *met
 #if KF_SCREEN
   if (K >= (1u << 17)) return 0;
   prep_job j = {w, wq, meta, N, K, kf_screen_stride(K), 0, 0};
+  for (size_t n = N; n % RG; n++) // the last group's padding rows
+    for (size_t k = 0; k < j.Kp; k += 64) memset(wq + wq_offset(n, j.Kp) + k * RG, 0, 64);
   kf_parallel(prep_task, &j, KF_THREADS);
   return !atomic_load(&j.bad);
 #else
@@ -123,12 +143,12 @@ int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *met
 }
 
 #if KF_SCREEN
-// ---- approximate logits: isum[M, N, 2] = sum_k (q1 + 128) q and sum_k (q2 + 128) q (u8 x s8 dot products; the 128
-// offsets are taken out later). Threads take long blocks of weight rows (kf_split_rows: equal blocks of about
-// BLOCK_BYTES, the last one of each thread cut into pieces) and walk them in sub-blocks of SB rows;
-// every group of up to 4 h rows walks a sub-block with an R rows x 2 parts x 8/R weight rows tile (R = 3: 2; the
-// first group streams it from DRAM with software prefetch, the others find it in L2). Blocks of 96 rows claimed one
-// at a time cost 13-15% of the integer pass for 1-8 rows against ~1 MB runs per thread (measured, RESULTS.md).
+// ---- approximate logits: isum[M, N] = sum_k (q1 + 128) q (u8 x s8 dot products; the 128 offset is taken out
+// later). Threads take long blocks of weight rows (kf_split_rows: equal blocks of about BLOCK_BYTES, the last one of
+// each thread cut into pieces) and walk them in sub-blocks of SB rows; every group of up to 4 h rows walks a sub-block
+// with an R rows x 4 weight rows tile (one interleaved group of the layout; the first group of h rows streams it
+// from DRAM with software prefetch, the others find it in L2). Blocks of 96 rows claimed one at a time cost 13-15% of
+// the integer pass for 1-8 rows against ~1 MB runs per thread (measured, RESULTS.md).
 #define SB 96
 #define BLOCK_BYTES ((size_t)1 << 20)
 typedef struct {
@@ -154,28 +174,25 @@ KF_INLINE __m512i ilvl(__m512i a, __m512i b, int lvl) {
   return _mm512_add_epi32(_mm512_castps_si512(lo), _mm512_castps_si512(hi));
 }
 
-// Rows [m0, m0 + R) against weight rows [n0, n1): tiles of NW weight rows x R rows x 2 parts (at most 16
-// accumulators), so that one h row (a batch-1 AR step) does a quarter of the integer work of four.
+// Rows [m0, m0 + R) against weight rows [n0, n1) (n0 a multiple of RG): one RG-row group at a time, R x RG
+// accumulators (at most 16). Rows of the last group past n1 are computed, not stored.
 KF_INLINE void approx_rows(const int R, const approx_job *j, size_t m0, size_t n0, size_t n1) {
-  const int NW = R == 1 ? 8 : R == 2 ? 4 : 2;
   const size_t Kp = j->Kp, N = j->N;
   const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  const uint8_t *x[8]; // (row, part) = 2 * r + part
-  for (int r = 0; r < R; r++)
-    for (int part = 0; part < 2; part++) x[2 * r + part] = j->xq + ((m0 + r) * 2 + part) * Kp;
-  for (size_t n = n0; n < n1; n += NW) {
-    const int8_t *w[8]; // weight rows past the block repeat its first (computed, not stored)
-    for (int i = 0; i < NW; i++) w[i] = j->wq + (n + i < n1 ? n + i : n) * Kp;
-    __m512i acc[16]; // acc[xp * NW + i]: (row, part) xp, weight row i; the rest stay 0
+  const uint8_t *x[4];
+  for (int r = 0; r < R; r++) x[r] = j->xq + (m0 + r) * Kp;
+  for (size_t n = n0; n < n1; n += RG) {
+    const int8_t *wg = j->wq + wq_offset(n, Kp);
+    __m512i acc[16]; // acc[r * RG + i]: h row r, weight row i; the rest stay 0
     for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_si512();
     for (size_t k = 0; k < Kp; k += 64) {
-      __m512i wv[8];
-      for (int i = 0; i < NW; i++) wv[i] = _mm512_loadu_si512(w[i] + k);
+      __m512i wv[RG];
+      for (int i = 0; i < RG; i++) wv[i] = _mm512_loadu_si512(wg + k * RG + 64 * i);
       if (m0 == 0)
-        for (int i = 0; i < NW; i++) _mm_prefetch((const char *)(w[i] + k) + j->pf, _MM_HINT_T0);
-      for (int xp = 0; xp < 2 * R; xp++) {
-        const __m512i xv = _mm512_loadu_si512(x[xp] + k);
-        for (int i = 0; i < NW; i++) acc[xp * NW + i] = _mm512_dpbusd_epi32(acc[xp * NW + i], xv, wv[i]);
+        for (int i = 0; i < RG; i++) _mm_prefetch((const char *)(wg + k * RG + 64 * i) + j->pf, _MM_HINT_T0);
+      for (int r = 0; r < R; r++) {
+        const __m512i xv = _mm512_loadu_si512(x[r] + k);
+        for (int i = 0; i < RG; i++) acc[r * RG + i] = _mm512_dpbusd_epi32(acc[r * RG + i], xv, wv[i]);
       }
     }
     __m512i l1[8], l2[4], l3[2];
@@ -185,8 +202,7 @@ KF_INLINE void approx_rows(const int R, const approx_job *j, size_t m0, size_t n
     int32_t s[16];
     _mm512_storeu_si512(s, _mm512_permutexvar_epi32(perm, ilvl(l3[0], l3[1], 4)));
     for (int r = 0; r < R; r++)
-      for (int part = 0; part < 2; part++)
-        for (int i = 0; i < NW && n + i < n1; i++) j->out[((m0 + r) * N + n + i) * 2 + part] = s[(2 * r + part) * NW + i];
+      for (int i = 0; i < RG && n + i < n1; i++) j->out[(m0 + r) * N + n + i] = s[r * RG + i];
   }
 }
 
@@ -217,8 +233,12 @@ static void approx_task(void *p, int tid, int nt) {
 typedef struct {
   const float *h, *w, *bias;
   const float *sw, *wl1, *wr2, *wsum; // meta: per weight row s_w, bounds of ||w||_1 and ||w - w^||_2, sum of q
-  const int32_t *isum; // [M][N][2]
-  const double *hq; // per h row: s_h, ||h^||_1, ||h^||_2, max|h| (s_h < 0: the row is not finite)
+  const int32_t *isum; // [M][N]
+  const double *hq; // per h row (HQ values): s_h, max|h|, then ||h^||_1, ||h^||_2, max|h - h^| and the same three for
+                    // h^^ (s_h < 0: the row is not finite)
+  const uint8_t *xq2; // per h row its second part q2 + 128 [M][Kp]
+  const int8_t *wq;
+  size_t Kp;
   size_t K, N;
   const int32_t *rowStart, *takes;
   int32_t *const *counts;
@@ -228,6 +248,9 @@ typedef struct {
   size_t kmax, nseq, units;
   atomic_size_t next;
 } sel_job;
+
+#define HQ 8 // values per h row in sel_job.hq
+#define REFINE_MIN 4 // candidates above this go through the second round
 
 static __thread float *t_wc, *t_lc, *t_row;
 static __thread int32_t *t_cand;
@@ -264,24 +287,50 @@ static inline float penalised(float l, int32_t cnt, double lambda) {
 #define C18 (1.0 / 262144.0) // 2^-18
 
 typedef struct {
-  double sh, hl1, hl2, hmax, plam; // s_h, ||h^||_1, ||h^||_2, max|h|, fround(lambda) (0: no penalty)
+  double sh, hmax, plam; // s_h, max|h|, fround(lambda) (0: no penalty)
+  double hl1[2], hl2[2], einf[2]; // round r (0: h^, 1: h^^): its L1 and L2 norms and max|h - approximation|
 } slot_consts;
 
-// Bounds of token v's penalised value (scalar form; the vector loop below computes the same for uncounted tokens).
-static inline void bounds1(const sel_job *j, const slot_consts *sc, const int32_t *isum, const int32_t *cnt, size_t v,
-                           double *lo, double *hi) {
+// Bounds of token v's penalised value in round r, given dot = the approximation's dot product with q divided by s_h
+// (exact in double: integers, and a multiple of 1/256). The vector loop of screened_slot computes the same in round 0
+// for uncounted tokens.
+static inline void bounds_at(const sel_job *j, const slot_consts *sc, int r, double dot, const int32_t *cnt, size_t v,
+                             double *lo, double *hi) {
   if ((int32_t)v == j->maskIndex) {
     *lo = *hi = penalised(-1000.0f, cnt[v], sc->plam);
     return;
   }
-  const double b = j->bias ? j->bias[v] : 0, sw = j->sw[v], l1 = j->wl1[v], off = 128.0 * (double)j->wsum[v];
-  const double a = sc->sh * sw * (((double)isum[2 * v] - off) + ((double)isum[2 * v + 1] - off) * (1.0 / 256)) + b;
-  const double t2 = fmin(0.5 * sw * sc->hl1, sc->hl2 * (double)j->wr2[v]);
-  const double e = 1.0001 * (sc->sh * (1.0 / 256) * l1 + t2) + C18 * (sc->hmax * l1 + fabs(b)) + 1e-30;
+  const double b = j->bias ? j->bias[v] : 0, sw = j->sw[v], l1 = j->wl1[v];
+  const double a = sc->sh * sw * dot + b;
+  const double t2 = fmin(0.5 * sw * sc->hl1[r], sc->hl2[r] * (double)j->wr2[v]);
+  const double e = 1.0001 * (sc->einf[r] * l1 + t2) + C18 * (sc->hmax * l1 + fabs(b)) + 1e-30;
   const double p = cnt[v] && sc->plam != 0 ? (double)(float)(sc->plam * (double)cnt[v]) : 0;
   const double w = C2 * (fabs(a) + e + p);
   *lo = a - e - p - w;
   *hi = a + e - p + w;
+}
+
+static inline void bounds1(const sel_job *j, const slot_consts *sc, const int32_t *isum, const int32_t *cnt, size_t v,
+                           double *lo, double *hi) {
+  bounds_at(j, sc, 0, (double)isum[v] - 128.0 * (double)j->wsum[v], cnt, v, lo, hi);
+}
+
+// Second round for token v: sum_k (q2 + 128) q over its int8 row (u8 x s8), and the bounds with h^^.
+static inline void bounds2(const sel_job *j, const slot_consts *sc, const uint8_t *x2, const int32_t *isum,
+                           const int32_t *cnt, size_t v, double *lo, double *hi) {
+  const int8_t *wr = j->wq + wq_offset(v, j->Kp);
+  __m512i acc = _mm512_setzero_si512();
+  for (size_t k = 0; k < j->Kp; k += 64)
+    acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(x2 + k), _mm512_loadu_si512(wr + k * RG));
+  const double off = 128.0 * (double)j->wsum[v];
+  const double dot = ((double)isum[v] - off) + ((double)_mm512_reduce_add_epi32(acc) - off) * (1.0 / 256);
+  bounds_at(j, sc, 1, dot, cnt, v, lo, hi);
+}
+
+// Prefetches token v's int8 row (second round).
+static inline void prefetch_row(const sel_job *j, size_t v) {
+  const char *wr = (const char *)(j->wq + wq_offset(v, j->Kp));
+  for (size_t k = 0; k < j->Kp; k += 64) _mm_prefetch(wr + k * RG, _MM_HINT_T0);
 }
 
 // Token v through the scan of screened_slot: raises the best lower bound tau and the largest |bound| big, and keeps v
@@ -299,10 +348,11 @@ static inline void scan1(const sel_job *j, const slot_consts *sc, const int32_t 
 }
 
 // One slot: the token for row h (exact penalised argmax over the whole vocabulary).
-static int32_t screened_slot(const sel_job *j, const float *h, const double *hq, const int32_t *isum,
-                             const int32_t *cnt, double lambda) {
+static int32_t screened_slot(const sel_job *j, const float *h, const double *hq, const uint8_t *x2,
+                             const int32_t *isum, const int32_t *cnt, double lambda) {
   const size_t K = j->K, N = j->N;
-  const slot_consts sc = {hq[0], hq[1], hq[2], hq[3], lambda == 0 ? 0 : (double)(float)lambda};
+  const slot_consts sc = {hq[0], hq[1], lambda == 0 ? 0 : (double)(float)lambda, {hq[2], hq[5]}, {hq[3], hq[6]},
+                          {hq[4], hq[7]}};
   int full = !(sc.sh >= 0) || !scratch(N, K);
   // One pass: tau = the best lower bound so far (lane-wise in the vector part, which only makes the test looser);
   // every token whose upper bound reaches it is kept with that bound, and the list is cut to the final tau below.
@@ -311,12 +361,11 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
   if (!full) {
     size_t v = 0;
     __m512d tv = _mm512_set1_pd(-INFINITY), bigv = _mm512_setzero_pd();
-    const __m512d sh = _mm512_set1_pd(sc.sh), sh256 = _mm512_set1_pd(sc.sh / 256), hl1h = _mm512_set1_pd(0.5 * sc.hl1);
-    const __m512d hl2 = _mm512_set1_pd(sc.hl2), hmax18 = _mm512_set1_pd(C18 * sc.hmax), c1 = _mm512_set1_pd(1.0001);
-    const __m512d c2 = _mm512_set1_pd(C2), c18 = _mm512_set1_pd(C18), inv256 = _mm512_set1_pd(1.0 / 256);
+    const __m512d sh = _mm512_set1_pd(sc.sh), einf = _mm512_set1_pd(sc.einf[0]), hl1h = _mm512_set1_pd(0.5 * sc.hl1[0]);
+    const __m512d hl2 = _mm512_set1_pd(sc.hl2[0]), hmax18 = _mm512_set1_pd(C18 * sc.hmax), c1 = _mm512_set1_pd(1.0001);
+    const __m512d c2 = _mm512_set1_pd(C2), c18 = _mm512_set1_pd(C18);
     const __m512d tiny = _mm512_set1_pd(1e-30), k128 = _mm512_set1_pd(128.0);
     const __m512i iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     for (; v + 8 <= N; v += 8) {
       const __mmask8 counted = _mm256_test_epi32_mask(_mm256_loadu_si256((const __m256i *)(cnt + v)),
                                                       _mm256_set1_epi32(-1));
@@ -329,15 +378,12 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
       const __m512d b = j->bias ? _mm512_cvtps_pd(_mm256_loadu_ps(j->bias + v)) : _mm512_setzero_pd();
       const __m512d sw = _mm512_cvtps_pd(_mm256_loadu_ps(j->sw + v)), l1 = _mm512_cvtps_pd(_mm256_loadu_ps(j->wl1 + v));
       const __m512d r2 = _mm512_cvtps_pd(_mm256_loadu_ps(j->wr2 + v));
-      const __m512i pair = _mm512_permutexvar_epi32(even, _mm512_loadu_si512(isum + 2 * v)); // parts 1 | parts 2
-      const __m512d i1 = _mm512_cvtepi32_pd(_mm512_castsi512_si256(pair));
-      const __m512d i2 = _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(pair, 1));
+      const __m512d i1 = _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(isum + v)));
       const __m512d off = _mm512_mul_pd(k128, _mm512_cvtps_pd(_mm256_loadu_ps(j->wsum + v)));
-      const __m512d a = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(sh, sw),
-                                                    _mm512_add_pd(_mm512_sub_pd(i1, off), _mm512_mul_pd(_mm512_sub_pd(i2, off), inv256))), b);
+      const __m512d a = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(sh, sw), _mm512_sub_pd(i1, off)), b);
       const __m512d t2 = _mm512_min_pd(_mm512_mul_pd(hl1h, sw), _mm512_mul_pd(hl2, r2));
       const __m512d e = _mm512_add_pd(
-          _mm512_add_pd(_mm512_mul_pd(c1, _mm512_add_pd(_mm512_mul_pd(sh256, l1), t2)),
+          _mm512_add_pd(_mm512_mul_pd(c1, _mm512_add_pd(_mm512_mul_pd(einf, l1), t2)),
                         _mm512_add_pd(_mm512_mul_pd(hmax18, l1), _mm512_mul_pd(c18, _mm512_abs_pd(b)))),
           tiny);
       const __m512d w = _mm512_mul_pd(c2, _mm512_add_pd(_mm512_abs_pd(a), e));
@@ -361,6 +407,22 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
     for (size_t c = 0; c < nc; c++)
       if (t_hi[c] >= tau) t_cand[m++] = t_cand[c];
     nc = m;
+    if (!full && nc > REFINE_MIN) {
+      // Second round over the candidates (a superset of the final ones: every bound is valid, so the largest lower
+      // bound of either round may cut).
+      for (size_t c = 0; c < nc && c < 4; c++) prefetch_row(j, (size_t)t_cand[c]);
+      for (size_t c = 0; c < nc; c++) {
+        if (c + 4 < nc) prefetch_row(j, (size_t)t_cand[c + 4]);
+        double lo, hi;
+        bounds2(j, &sc, x2, isum, cnt, (size_t)t_cand[c], &lo, &hi);
+        if (lo > tau) tau = lo;
+        t_hi[c] = hi;
+      }
+      m = 0;
+      for (size_t c = 0; c < nc; c++)
+        if (t_hi[c] >= tau) t_cand[m++] = t_cand[c];
+      nc = m;
+    }
     if (nc > SCREEN_CAP) full = 1;
   }
   if (full) {
@@ -399,7 +461,8 @@ static int independent_slots(const sel_job *j, size_t i) { return j->lambdas[i] 
 // Slot s of sequence i with the counts cnt.
 static int32_t slot_of(const sel_job *j, size_t i, size_t s, const int32_t *cnt) {
   const size_t r = (size_t)j->rowStart[i] + s;
-  return screened_slot(j, j->h + r * j->K, j->hq + 4 * r, j->isum + 2 * r * j->N, cnt, j->lambdas[i]);
+  return screened_slot(j, j->h + r * j->K, j->hq + HQ * r, j->xq2 + r * j->Kp, j->isum + r * j->N, cnt,
+                       j->lambdas[i]);
 }
 
 static void sel_task(void *p, int tid, int nt) {
@@ -439,10 +502,12 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
                       int32_t *const *counts, const double *lambdas, size_t nseq, int32_t maskIndex, size_t kmax,
                       int32_t *out) {
 #if KF_SCREEN
-  // h rows quantised in two int8 parts, offset to unsigned (u8 x s8 products); per row s_h, ||h^||_1, ||h^||_2, max|h|.
+  // h rows quantised in two int8 parts, offset to unsigned (u8 x s8 products): q1 [M][Kp] for the streaming pass,
+  // then q2 [M][Kp] for the second round; per row (HQ) s_h, max|h|, and for h^ and h^^ their L1 and L2 norms and
+  // max|h - approximation| (each difference exact in double up to one rounding, which the 1 + 1e-12 covers).
   const size_t Kp = kf_screen_stride(K);
   uint8_t *xq = aligned_alloc(64, (M * 2 * Kp + 63) / 64 * 64);
-  double *hq = malloc((M ? M : 1) * 4 * sizeof(double));
+  double *hq = malloc((M ? M : 1) * HQ * sizeof(double));
   if (!xq || !hq) {
     free(xq);
     free(hq);
@@ -451,7 +516,7 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
   }
   for (size_t m = 0; m < M; m++) {
     const float *x = h + m * K;
-    uint8_t *x1 = xq + m * 2 * Kp, *x2 = x1 + Kp;
+    uint8_t *x1 = xq + m * Kp, *x2 = xq + (M + m) * Kp;
     double mx = 0;
     int finite = 1;
     for (size_t k = 0; k < K; k++) {
@@ -459,7 +524,7 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
       else if (fabs((double)x[k]) > mx) mx = fabs((double)x[k]);
     }
     const double s = (double)(float)(mx / 127);
-    double l1 = 0, l2 = 0;
+    double l1[2] = {0, 0}, l2[2] = {0, 0}, einf[2] = {0, 0};
     for (size_t k = 0; k < K; k++) {
       double q1 = finite && s > 0 ? nearbyint((double)x[k] / s) : 0;
       q1 = q1 > 127 ? 127 : q1 < -127 ? -127 : q1;
@@ -467,25 +532,32 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
       q2 = q2 > 127 ? 127 : q2 < -127 ? -127 : q2;
       x1[k] = (uint8_t)(q1 + 128);
       x2[k] = (uint8_t)(q2 + 128);
-      const double hh = s * (q1 + q2 / 256); // h^: exact (few significant bits)
-      l1 += fabs(hh);
-      l2 += hh * hh;
+      const double a[2] = {s * q1, s * (q1 + q2 / 256)}; // h^ and h^^: exact (a float times <= 15 bits)
+      for (int r = 0; r < 2; r++) {
+        l1[r] += fabs(a[r]);
+        l2[r] += a[r] * a[r];
+        if (finite && fabs((double)x[k] - a[r]) > einf[r]) einf[r] = fabs((double)x[k] - a[r]);
+      }
     }
     for (size_t k = K; k < Kp; k++) x1[k] = x2[k] = 128; // q = 0 (the weights' padding is 0 too)
-    hq[4 * m] = finite ? s : -1;
-    hq[4 * m + 1] = l1 * (1 + 1e-12);
-    hq[4 * m + 2] = sqrt(l2) * (1 + 1e-12);
-    hq[4 * m + 3] = mx;
+    double *o = hq + HQ * m;
+    o[0] = finite ? s : -1;
+    o[1] = mx;
+    for (int r = 0; r < 2; r++) {
+      o[2 + 3 * r] = l1[r] * (1 + 1e-12);
+      o[3 + 3 * r] = sqrt(l2[r]) * (1 + 1e-12);
+      o[4 + 3 * r] = einf[r] * (1 + 1e-12);
+    }
   }
-  // Prefetch 6 KB ahead along each weight row: whole screen for 1 / 4 rows of the official shape (runs/screen-bench.ts,
-  // alternating): 4 KB 1.19-1.32 / 1.61-1.90 ms, 6 KB 0.95-1.00 / 1.59-1.77, 8 KB 0.91-1.05 / 1.66-1.95; 2 KB slower.
+  // Prefetch 6 KB ahead along the stream: the 4-row integer pass of the official shape (session 12, kbench-like
+  // harness, alternating): none 1.21 ms, 2 KB 1.07, 6 KB 0.97-1.00, 12 KB 1.04-1.06, 24 KB 1.12-1.16.
   approx_job aj = {xq, wq, isum, M, N, Kp, 6144, kf_split_rows(N, Kp, BLOCK_BYTES, 8, 4), 0};
   kf_parallel(approx_task, &aj, KF_THREADS);
-  free(xq);
-  sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, isum, hq, K, N, rowStart, takes, counts,
-                lambdas, maskIndex, out, kmax, nseq, 0, 0};
+  sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, isum, hq, xq + M * Kp, wq, Kp, K, N,
+                rowStart, takes, counts, lambdas, maskIndex, out, kmax, nseq, 0, 0};
   for (size_t i = 0; i < nseq; i++) sj.units += independent_slots(&sj, i) ? (size_t)takes[i] : 1;
   kf_parallel(sel_task, &sj, sj.units >= 2 ? KF_THREADS : 1);
+  free(xq);
   free(hq);
 #else
   (void)h; (void)M; (void)K; (void)N; (void)wq; (void)meta; (void)w; (void)bias; (void)isum; (void)rowStart;

@@ -130,11 +130,11 @@ static int screen(int argc, char **argv) {
     nrows = 0;
     for (char *p = strtok(argv[2], ","); p && nrows < 16; p = strtok(NULL, ",")) rowsv[nrows++] = atoi(p);
   }
-  const size_t N = 50258, K = 768, Kp = kf_screen_stride(K);
+  const size_t N = 50258, K = 768;
   float *w = fill(N * K, 21), *bias = fill(N, 22);
   for (size_t i = 0; i < N * K; i++) w[i] *= 0.04f * 1.7320508f; // uniform with std 0.02
   for (size_t i = 0; i < N; i++) bias[i] = 0;
-  int8_t *wq = aligned_alloc(64, N * Kp);
+  int8_t *wq = aligned_alloc(64, kf_screen_bytes(N, K));
   float *meta = malloc(4 * N * sizeof(float));
   if (!wq || !meta || !kf_screen_prepare(w, N, K, wq, meta)) return fprintf(stderr, "kbench screen: prepare failed\n"), 2;
   const double lambda = getenv("KB_LAMBDA") ? atof(getenv("KB_LAMBDA")) : 0;
@@ -148,7 +148,7 @@ static int screen(int argc, char **argv) {
     const size_t M = rowsv[r], nseq = (M + 3) / 4;
     float *h = fill(M * K, 24);
     for (size_t i = 0; i < M * K; i++) h[i] *= 3.4641016f; // std 1
-    int32_t *isum = malloc(M * N * 2 * sizeof(int32_t)), *out = malloc(nseq * 4 * sizeof(int32_t));
+    int32_t *isum = malloc(M * N * sizeof(int32_t)), *out = malloc(nseq * 4 * sizeof(int32_t));
     int32_t rowStart[16], takes[16], *counts[16];
     double lambdas[16];
     for (size_t i = 0; i < nseq; i++) {
@@ -166,7 +166,7 @@ static int screen(int argc, char **argv) {
       if (i >= 0) t[i] = now_ms() - t0;
     }
     qsort(t, 15, sizeof(double), cmp);
-    printf("screen rows %2zu: median %.3f ms best %.3f (int8 weights %.1f MB)\n", M, t[7], t[0], N * Kp / 1e6);
+    printf("screen rows %2zu: median %.3f ms best %.3f (int8 weights %.1f MB)\n", M, t[7], t[0], kf_screen_bytes(N, K) / 1e6);
     for (size_t i = 0; i < nseq; i++) free(counts[i]);
     free(h); free(isum); free(out);
   }

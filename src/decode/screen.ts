@@ -61,7 +61,7 @@ function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
   if (!(w instanceof Float32Array)) return null;
   let p = prepared.get(decoder);
   if (p === undefined) {
-    const n = N * k.stride(K);
+    const n = k.bytes(N, K);
     const buf = alignedFloat32(Math.ceil(n / 4)); // cache-line aligned, like the model's own weights
     const wq = new Int8Array(buf.buffer, buf.byteOffset, n);
     const meta = new Float32Array(4 * N);
@@ -162,8 +162,8 @@ function screenedTokens(decoder: BatchDecoder, k: NativeScreen, prep: Prepared, 
   const { w, bias, maskIndex } = decoder.outputLayer!() as { w: Float32Array; bias: Float32Array; maskIndex: number };
   const M = h.length / K;
   let isum = approxScratch.get(decoder);
-  if (!isum || isum.length < 2 * M * V) {
-    isum = new Int32Array(2 * M * V);
+  if (!isum || isum.length < M * V) {
+    isum = new Int32Array(M * V);
     approxScratch.set(decoder, isum);
   }
   const S = slots.length;

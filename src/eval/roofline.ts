@@ -10,9 +10,10 @@
 // the PFLM: its k context rows need none), and the noise encoder for the noise rows.
 // Per step AR feeds 1 token per sequence; the PFLM feeds 2k (the k tokens of the previous block plus k noises).
 // A PFLM step with the screened output layer (src/decode/screen.ts) reads the int8 copy of the output weights (1 byte
-// a weight, plus 16 bytes of bounds per row) instead of the fp32 matrix; its dot products (two int8 parts of each
-// activation, 4 multiply-adds per int32 lane per instruction) take half the instructions of the fp32 ones, so they
-// count as half the FLOPs; the few rows recomputed exactly are left out. Only steps of up to SCREEN_MAX_ROWS noise
+// a weight, plus 16 bytes of bounds per row) instead of the fp32 matrix; its dot products (one int8 part of each
+// activation, 4 multiply-adds per int32 lane per instruction) take a quarter of the instructions of the fp32 ones at
+// half their rate (3.5 against 6.3-6.8 G instructions/s on one core here, session 12), so they count as half the
+// FLOPs; the candidates' second round and exact recomputation (a few hundred KB) are left out. Only steps of up to SCREEN_MAX_ROWS noise
 // rows are screened (larger ones compute the fp32 layer, which is faster there).
 import type { ModelConfig } from '../model/types.ts';
 import { SCREEN_MAX_ROWS } from '../decode/screen.ts';

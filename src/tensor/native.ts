@@ -211,17 +211,17 @@ export function nativeSelect(): NativeSelect | null {
 /**
  * The screened PFLM selection of the addon (native/screen.c); null when the addon is unavailable or was built
  * without int8 dot products (AVX512_VNNI).
- *  - stride(K): row stride of the int8 weight copy (K rounded up to 64).
- *  - prepare: wq [N * stride(K)] = int8 copy of w [N, K], meta [4 * N] = per row its scale, upper bounds of its L1
+ *  - bytes(N, K): size of the int8 weight copy (rows of K rounded up to 64 bytes, in groups of 4: N rounded up to 4).
+ *  - prepare: wq [bytes(N, K)] = int8 copy of w [N, K], meta [4 * N] = per row its scale, upper bounds of its L1
  *    norm and of its quantisation residual's L2 norm, and the sum of its int8 values; false when w holds a
  *    non-finite value (the screen cannot bound the logits).
  *  - select: for sequence i, slots s < takes[i] on rows rowStart[i] + s of h [M, K]: the tokens selectPflm gives on
  *    the logits h w^T + bias (mask logit -1000) with counts[i] and lambdas[i], in out[i * kmax + s]; -1 where that
  *    rule fails on a row (NaN), -2 when memory ran out (later slots unset). counts are left as they were. isum:
- *    [2 * M * N] scratch.
+ *    [M * N] scratch.
  */
 export interface NativeScreen {
-  stride(K: number): number;
+  bytes(N: number, K: number): number;
   prepare(w: Float32Array, N: number, K: number, wq: Int8Array, meta: Float32Array): boolean;
   select(h: Float32Array, M: number, K: number, N: number, wq: Int8Array, meta: Float32Array, w: Float32Array,
     bias: Float32Array | null, isum: Int32Array, rowStart: Int32Array, takes: Int32Array, counts: Int32Array[],
@@ -232,7 +232,7 @@ export function nativeScreen(): NativeScreen | null {
   const { addon } = loadAddon();
   if (!addon || !addon.screenSupported()) return null;
   return {
-    stride: (K) => Math.ceil(K / 64) * 64,
+    bytes: (N, K) => Math.ceil(N / 4) * 4 * Math.ceil(K / 64) * 64,
     prepare: (w, N, K, wq, meta) => addon.screenPrepare(w, N, K, wq, meta),
     select: (h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, maskIndex, kmax, out) =>
       addon.screenSelect(h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, maskIndex, kmax, out),

@@ -45,12 +45,12 @@ function both(c: Case, seed: number): { plain: (number[] | Error)[]; screened: (
     r += takes[i];
   }
   const plain = selectPflmRows(blocks, N, cp, lambdas, maskIndex, takes, 'ts');
-  const wq = new Int8Array(N * screen!.stride(K));
+  const wq = new Int8Array(screen!.bytes(N, K));
   const meta = new Float32Array(4 * N);
   assert.ok(screen!.prepare(w, N, K, wq, meta));
   const kmax = Math.max(...takes);
   const out = new Int32Array(takes.length * kmax);
-  screen!.select(h, M, K, N, wq, meta, w, bias, new Int32Array(2 * M * N), rowStart, Int32Array.from(takes),
+  screen!.select(h, M, K, N, wq, meta, w, bias, new Int32Array(M * N), rowStart, Int32Array.from(takes),
     cs.map((t) => t.counts), Float64Array.from(lambdas), maskIndex, kmax, out);
   const screened = takes.map((t, i) => {
     const toks = Array.from(out.subarray(i * kmax, i * kmax + t));
@@ -182,5 +182,5 @@ test('screened selection: the [MASK] token, dominant penalties, NaN rows, non-fi
   // Non-finite weights cannot be bounded: prepare says so.
   const bad = w.slice();
   bad[123] = Infinity;
-  assert.equal(screen!.prepare(bad, N, K, new Int8Array(N * screen!.stride(K)), new Float32Array(4 * N)), false);
+  assert.equal(screen!.prepare(bad, N, K, new Int8Array(screen!.bytes(N, K)), new Float32Array(4 * N)), false);
 });
