@@ -29,6 +29,12 @@
 // the best token, strictly: it can neither win nor tie. The candidates are then ranked exactly as sample.c's
 // penalised_argmax ranks a full row (first maximum in vocabulary order).
 //
+// Two phases, so that a penalised block's slots (each sees the tokens of the slots before it in its counts) need not
+// run one after another: first every slot, in parallel, finds its candidates and their exact logits with the counts
+// as they were, keeping for slot s of a penalised sequence every token whose upper bound reaches the (s + 1)-th
+// largest lower bound instead of the largest (slot_candidates says why that is enough); then each sequence ranks its
+// slots' candidates in order with the counts as they become.
+//
 // Rows whose h is not finite, whose bound could overflow, or that keep more than SCREEN_CAP candidates get the full
 // fp32 row and kf_pflm_slot (sample.c), as without screening.
 #define _GNU_SOURCE
@@ -247,6 +253,9 @@ typedef struct {
   int32_t *out;
   size_t kmax, nseq, units;
   atomic_size_t next;
+  int32_t *cn;  // per slot row: its candidates' count, or -1: rank the full row in the second phase
+  int32_t *cid; // [M][SCREEN_CAP] candidates (vocabulary order)
+  float *cl;    // [M][SCREEN_CAP] their exact logits
 } sel_job;
 
 #define HQ 8 // values per h row in sel_job.hq
@@ -254,10 +263,16 @@ typedef struct {
 
 static __thread float *t_wc, *t_lc, *t_row;
 static __thread int32_t *t_cand;
-static __thread double *t_hi;
-static __thread size_t t_cap_n, t_cap_k;
+static __thread double *t_hi, *t_top;
+static __thread size_t t_cap_n, t_cap_k, t_cap_t;
 
-static int scratch(size_t N, size_t K) {
+static int scratch(size_t N, size_t K, size_t T) {
+  if (t_cap_t < T) {
+    free(t_top);
+    t_top = malloc(T * sizeof(double));
+    t_cap_t = t_top ? T : 0;
+    if (!t_top) return 0;
+  }
   if (t_cap_n >= N && t_cap_k >= K) return 1;
   free(t_wc);
   free(t_lc);
@@ -333,34 +348,59 @@ static inline void prefetch_row(const sel_job *j, size_t v) {
   for (size_t k = 0; k < j->Kp; k += 64) _mm_prefetch(wr + k * RG, _MM_HINT_T0);
 }
 
-// Token v through the scan of screened_slot: raises the best lower bound tau and the largest |bound| big, and keeps v
-// (with its upper bound) while that bound reaches tau.
+// The T largest lower bounds seen (descending, n of them) and the threshold they give: the T-th largest, -inf while
+// fewer than T were seen.
+typedef struct {
+  double *v;
+  size_t T, n;
+  double thr;
+} top_t;
+
+static inline void top_push(top_t *t, double x) {
+  if (t->n == t->T && !(x > t->v[t->T - 1])) return;
+  size_t i = t->n < t->T ? t->n++ : t->T - 1;
+  for (; i > 0 && t->v[i - 1] < x; i--) t->v[i] = t->v[i - 1];
+  t->v[i] = x;
+  if (t->n == t->T) t->thr = t->v[t->T - 1];
+}
+
+// Token v through the scan of slot_candidates: its lower bound into top, the largest |bound| into big, and v kept
+// (with its upper bound) while that bound reaches top's threshold.
 static inline void scan1(const sel_job *j, const slot_consts *sc, const int32_t *isum, const int32_t *cnt, size_t v,
-                         double *tau, double *big, size_t *nc) {
+                         top_t *top, double *big, size_t *nc) {
   double lo, hi;
   bounds1(j, sc, isum, cnt, v, &lo, &hi);
-  if (lo > *tau) *tau = lo;
+  if (lo > top->thr) top_push(top, lo);
   if (fabs(hi) > *big) *big = fabs(hi);
-  if (hi >= *tau) {
+  if (hi >= top->thr) {
     t_cand[*nc] = (int32_t)v;
     t_hi[(*nc)++] = hi;
   }
 }
 
-// One slot: the token for row h (exact penalised argmax over the whole vocabulary).
-static int32_t screened_slot(const sel_job *j, const float *h, const double *hq, const uint8_t *x2,
-                             const int32_t *isum, const int32_t *cnt, double lambda) {
+// First phase for one slot row r: the candidates that can still be the token under any counts that differ from cnt
+// by at most T - 1 more tokens (the slots before it in its sequence, when it has a penalty; T = 1 without one), with
+// their exact logits, into j->cn/cid/cl. Why T: those tokens only lose value (the penalised value is monotone in the
+// count), so the best lower bound under the final counts is at least the T-th largest one under cnt (one of the T
+// best tokens is unchanged), and every token that can win then has an upper bound under cnt that reaches it.
+static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, double lambda) {
   const size_t K = j->K, N = j->N;
+  const double *hq = j->hq + HQ * r;
+  const float *h = j->h + r * K;
+  const int32_t *isum = j->isum + r * N;
+  const uint8_t *x2 = j->xq2 + r * j->Kp;
   const slot_consts sc = {hq[0], hq[1], lambda == 0 ? 0 : (double)(float)lambda, {hq[2], hq[5]}, {hq[3], hq[6]},
                           {hq[4], hq[7]}};
-  int full = !(sc.sh >= 0) || !scratch(N, K);
-  // One pass: tau = the best lower bound so far (lane-wise in the vector part, which only makes the test looser);
-  // every token whose upper bound reaches it is kept with that bound, and the list is cut to the final tau below.
-  double tau = -INFINITY, big = 0;
+  j->cn[r] = -1;
+  if (!(sc.sh >= 0) || !scratch(N, K, T)) return;
+  // One pass: top = the T best lower bounds so far; every token whose upper bound reaches their threshold is kept
+  // with that bound, and the list is cut to the final threshold below.
+  top_t top = {t_top, T, 0, -INFINITY};
+  double big = 0;
   size_t nc = 0;
-  if (!full) {
+  {
     size_t v = 0;
-    __m512d tv = _mm512_set1_pd(-INFINITY), bigv = _mm512_setzero_pd();
+    __m512d bigv = _mm512_setzero_pd();
     const __m512d sh = _mm512_set1_pd(sc.sh), einf = _mm512_set1_pd(sc.einf[0]), hl1h = _mm512_set1_pd(0.5 * sc.hl1[0]);
     const __m512d hl2 = _mm512_set1_pd(sc.hl2[0]), hmax18 = _mm512_set1_pd(C18 * sc.hmax), c1 = _mm512_set1_pd(1.0001);
     const __m512d c2 = _mm512_set1_pd(C2), c18 = _mm512_set1_pd(C18);
@@ -371,7 +411,7 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
                                                       _mm256_set1_epi32(-1));
       const int has_mask = j->maskIndex >= (int32_t)v && j->maskIndex < (int32_t)(v + 8);
       if (counted || has_mask) {
-        for (size_t q = v; q < v + 8; q++) scan1(j, &sc, isum, cnt, q, &tau, &big, &nc);
+        for (size_t q = v; q < v + 8; q++) scan1(j, &sc, isum, cnt, q, &top, &big, &nc);
         continue;
       }
       // the same operations as bounds1, 8 tokens at a time
@@ -388,9 +428,17 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
           tiny);
       const __m512d w = _mm512_mul_pd(c2, _mm512_add_pd(_mm512_abs_pd(a), e));
       const __m512d lo = _mm512_sub_pd(_mm512_sub_pd(a, e), w), hi = _mm512_add_pd(_mm512_add_pd(a, e), w);
-      tv = _mm512_max_pd(tv, lo);
       bigv = _mm512_max_pd(bigv, _mm512_abs_pd(hi));
-      const __mmask8 keep = _mm512_cmp_pd_mask(hi, tv, _CMP_GE_OQ) | _mm512_cmp_pd_mask(hi, _mm512_set1_pd(tau), _CMP_GE_OQ);
+      __mmask8 up = _mm512_cmp_pd_mask(lo, _mm512_set1_pd(top.thr), _CMP_GT_OQ);
+      if (up) {
+        double l8[8];
+        _mm512_storeu_pd(l8, lo);
+        for (; up; up &= (__mmask8)(up - 1)) {
+          const double x = l8[__builtin_ctz(up)];
+          if (x > top.thr) top_push(&top, x);
+        }
+      }
+      const __mmask8 keep = _mm512_cmp_pd_mask(hi, _mm512_set1_pd(top.thr), _CMP_GE_OQ);
       if (keep) {
         _mm256_mask_compressstoreu_epi32(t_cand + nc, keep,
                                          _mm512_cvtepi64_epi32(_mm512_add_epi64(iota, _mm512_set1_epi64((long long)v))));
@@ -398,101 +446,112 @@ static int32_t screened_slot(const sel_job *j, const float *h, const double *hq,
         nc += (size_t)__builtin_popcount(keep);
       }
     }
-    for (; v < N; v++) scan1(j, &sc, isum, cnt, v, &tau, &big, &nc);
-    const double tvm = _mm512_reduce_max_pd(tv), bm = _mm512_reduce_max_pd(bigv);
-    if (tvm > tau) tau = tvm;
+    for (; v < N; v++) scan1(j, &sc, isum, cnt, v, &top, &big, &nc);
+    const double bm = _mm512_reduce_max_pd(bigv);
     if (bm > big) big = bm;
-    if (!(big < 1e37)) full = 1; // a bound near float overflow (or NaN): rank the full row instead
-    size_t m = 0;
+    if (!(big < 1e37)) return; // a bound near float overflow (or NaN): rank the full row instead
+  }
+  double tau = top.thr;
+  size_t m = 0;
+  for (size_t c = 0; c < nc; c++)
+    if (t_hi[c] >= tau) t_cand[m++] = t_cand[c];
+  nc = m;
+  if (nc > REFINE_MIN) {
+    // Second round over the candidates (a superset of the final ones). Every bound is valid, so the threshold may
+    // rise to the T-th largest second-round lower bound among them.
+    top_t top2 = {t_top, T, 0, -INFINITY};
+    for (size_t c = 0; c < nc && c < 4; c++) prefetch_row(j, (size_t)t_cand[c]);
+    for (size_t c = 0; c < nc; c++) {
+      if (c + 4 < nc) prefetch_row(j, (size_t)t_cand[c + 4]);
+      double lo, hi;
+      bounds2(j, &sc, x2, isum, cnt, (size_t)t_cand[c], &lo, &hi);
+      if (lo > top2.thr) top_push(&top2, lo);
+      t_hi[c] = hi;
+    }
+    if (top2.thr > tau) tau = top2.thr;
+    m = 0;
     for (size_t c = 0; c < nc; c++)
       if (t_hi[c] >= tau) t_cand[m++] = t_cand[c];
     nc = m;
-    if (!full && nc > REFINE_MIN) {
-      // Second round over the candidates (a superset of the final ones: every bound is valid, so the largest lower
-      // bound of either round may cut).
-      for (size_t c = 0; c < nc && c < 4; c++) prefetch_row(j, (size_t)t_cand[c]);
-      for (size_t c = 0; c < nc; c++) {
-        if (c + 4 < nc) prefetch_row(j, (size_t)t_cand[c + 4]);
-        double lo, hi;
-        bounds2(j, &sc, x2, isum, cnt, (size_t)t_cand[c], &lo, &hi);
-        if (lo > tau) tau = lo;
-        t_hi[c] = hi;
-      }
-      m = 0;
-      for (size_t c = 0; c < nc; c++)
-        if (t_hi[c] >= tau) t_cand[m++] = t_cand[c];
-      nc = m;
-    }
-    if (nc > SCREEN_CAP) full = 1;
   }
-  if (full) {
-    if (!t_row) return -2; // no memory at all
-    kf_linear(t_row, h, j->w, j->bias, 1, K, N);
-    return kf_pflm_slot(t_row, N, cnt, lambda, j->maskIndex);
-  }
-  // Exact logits of the candidates (the mask's is the constant), ranked in vocabulary order.
+  if (nc > SCREEN_CAP) return;
+  // Exact logits of the candidates (the mask's is the constant).
+  int32_t *cid = j->cid + r * SCREEN_CAP;
+  float *cl = j->cl + r * SCREEN_CAP;
   size_t ng = 0;
   float bg[SCREEN_CAP];
   for (size_t c = 0; c < nc; c++) {
     const int32_t v = t_cand[c];
+    cid[c] = v;
     if (v == j->maskIndex) continue;
     memcpy(t_wc + ng * K, j->w + (size_t)v * K, K * sizeof(float));
     bg[ng++] = j->bias ? j->bias[v] : 0.0f;
   }
   if (ng > 0) kf_linear(t_lc, h, t_wc, j->bias ? bg : NULL, 1, K, ng);
+  for (size_t c = 0, g = 0; c < nc; c++) cl[c] = cid[c] == j->maskIndex ? -1000.0f : t_lc[g++];
+  j->cn[r] = (int32_t)nc;
+}
+
+// Second phase for slot row r: the token by the PFLM rule with the counts cnt, from its candidates (ranked in
+// vocabulary order, first maximum wins, as sample.c's penalised argmax), or from the full row.
+static int32_t slot_token(const sel_job *j, size_t r, const int32_t *cnt, double lambda) {
+  const int32_t nc = j->cn[r];
+  if (nc < 0) {
+    if (!scratch(j->N, j->K, 1)) return -2;
+    kf_linear(t_row, j->h + r * j->K, j->w, j->bias, 1, j->K, j->N);
+    return kf_pflm_slot(t_row, j->N, cnt, lambda, j->maskIndex);
+  }
+  const int32_t *cid = j->cid + r * SCREEN_CAP;
+  const float *cl = j->cl + r * SCREEN_CAP;
   int32_t best = -1;
   float bv = -INFINITY;
-  for (size_t c = 0, g = 0; c < nc; c++) {
-    const int32_t v = t_cand[c];
-    const float l = v == j->maskIndex ? -1000.0f : t_lc[g++];
-    const float x = penalised(l, cnt[v], lambda);
+  for (int32_t c = 0; c < nc; c++) {
+    const float x = penalised(cl[c], cnt[cid[c]], lambda);
     if (best < 0 || x > bv) {
       bv = x;
-      best = v;
+      best = cid[c];
     }
   }
   return best;
 }
 
-// Work units: a sequence with a penalty is one unit (its slots in order: each sees the tokens of the slots before
-// it in its counts); without one its slots are independent (the counts do not enter the rule), one unit each.
-static int independent_slots(const sel_job *j, size_t i) { return j->lambdas[i] == 0; }
-
-// Slot s of sequence i with the counts cnt.
-static int32_t slot_of(const sel_job *j, size_t i, size_t s, const int32_t *cnt) {
-  const size_t r = (size_t)j->rowStart[i] + s;
-  return screened_slot(j, j->h + r * j->K, j->hq + HQ * r, j->xq2 + r * j->Kp, j->isum + r * j->N, cnt,
-                       j->lambdas[i]);
+// Slot u of all sequences (in order) as (sequence, slot); nseq is a decode batch: a scan is fine.
+static void unit_slot(const sel_job *j, size_t u, size_t *i, size_t *s) {
+  for (*i = 0; u >= (size_t)j->takes[*i]; (*i)++) u -= (size_t)j->takes[*i];
+  *s = u;
 }
 
-static void sel_task(void *p, int tid, int nt) {
+// Phase one: every slot is a unit (a sequence with a penalty gives slot s T = s + 1; without one the counts do not
+// enter the rule). Phase two: every sequence is a unit, its slots in order, each seeing the tokens of the slots before
+// it in its counts.
+static void cand_task(void *p, int tid, int nt) {
   (void)tid;
   (void)nt;
   sel_job *j = p;
   size_t u;
   while ((u = atomic_fetch_add(&j->next, 1)) < j->units) {
-    size_t i = 0, s0 = 0;
-    for (;; i++) { // the unit's sequence (nseq is a decode batch: a scan is fine)
-      const size_t n = independent_slots(j, i) ? (size_t)j->takes[i] : 1;
-      if (u < n) {
-        s0 = u;
-        break;
-      }
-      u -= n;
-    }
+    size_t i, s;
+    unit_slot(j, u, &i, &s);
+    slot_candidates(j, (size_t)j->rowStart[i] + s, j->lambdas[i] == 0 ? 1 : s + 1, j->counts[i], j->lambdas[i]);
+  }
+}
+
+static void pick_task(void *p, int tid, int nt) {
+  (void)tid;
+  (void)nt;
+  sel_job *j = p;
+  size_t i;
+  while ((i = atomic_fetch_add(&j->next, 1)) < j->nseq) {
     int32_t *cnt = j->counts[i], *o = j->out + i * j->kmax;
-    if (independent_slots(j, i)) {
-      o[s0] = slot_of(j, i, s0, cnt);
-      continue;
-    }
     int32_t s;
     for (s = 0; s < j->takes[i]; s++) {
-      const int32_t t = slot_of(j, i, (size_t)s, cnt);
+      const int32_t t = slot_token(j, (size_t)j->rowStart[i] + (size_t)s, cnt, j->lambdas[i]);
       o[s] = t;
       if (t < 0) break;
-      cnt[t]++; // later slots of the block see this choice; undone below (the caller records it)
+      if (j->lambdas[i] != 0) cnt[t]++; // later slots of the block see this choice; undone below
     }
-    for (int32_t q = 0; q < s; q++) cnt[o[q]]--;
+    if (j->lambdas[i] != 0)
+      for (int32_t q = 0; q < s; q++) cnt[o[q]]--;
   }
 }
 #endif
@@ -553,12 +612,24 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
   // harness, alternating): none 1.21 ms, 2 KB 1.07, 6 KB 0.97-1.00, 12 KB 1.04-1.06, 24 KB 1.12-1.16.
   approx_job aj = {xq, wq, isum, M, N, Kp, 6144, kf_split_rows(N, Kp, BLOCK_BYTES, 8, 4), 0};
   kf_parallel(approx_task, &aj, KF_THREADS);
+  int32_t *cn = malloc((M ? M : 1) * sizeof(int32_t)), *cid = malloc((M ? M : 1) * SCREEN_CAP * sizeof(int32_t));
+  float *cl = malloc((M ? M : 1) * SCREEN_CAP * sizeof(float));
+  if (!cn || !cid || !cl) {
+    free(xq); free(hq); free(cn); free(cid); free(cl);
+    for (size_t i = 0; i < nseq * kmax; i++) out[i] = -2;
+    return;
+  }
   sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, isum, hq, xq + M * Kp, wq, Kp, K, N,
-                rowStart, takes, counts, lambdas, maskIndex, out, kmax, nseq, 0, 0};
-  for (size_t i = 0; i < nseq; i++) sj.units += independent_slots(&sj, i) ? (size_t)takes[i] : 1;
-  kf_parallel(sel_task, &sj, sj.units >= 2 ? KF_THREADS : 1);
+                rowStart, takes, counts, lambdas, maskIndex, out, kmax, nseq, 0, 0, cn, cid, cl};
+  for (size_t i = 0; i < nseq; i++) sj.units += (size_t)takes[i];
+  kf_parallel(cand_task, &sj, sj.units >= 2 ? KF_THREADS : 1);
+  atomic_store(&sj.next, 0);
+  kf_parallel(pick_task, &sj, nseq >= 2 ? KF_THREADS : 1);
   free(xq);
   free(hq);
+  free(cn);
+  free(cid);
+  free(cl);
 #else
   (void)h; (void)M; (void)K; (void)N; (void)wq; (void)meta; (void)w; (void)bias; (void)isum; (void)rowStart;
   (void)takes; (void)counts; (void)lambdas; (void)maskIndex;

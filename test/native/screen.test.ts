@@ -184,3 +184,34 @@ test('screened selection: the [MASK] token, dominant penalties, NaN rows, non-fi
   bad[123] = Infinity;
   assert.equal(screen!.prepare(bad, N, K, new Int8Array(screen!.bytes(N, K)), new Float32Array(4 * N)), false);
 });
+
+test('screened selection: the second round bounds its own error; later slots of a penalised block see past the first slot', { skip: skipScreen }, () => {
+  // Second round (more than a handful of first-round candidates): h sits 0.49 of a second-part step above its grid in
+  // every element, so token 0's second-round estimate is low by its whole error term, and token 1 (exact on the grid)
+  // sits between that estimate and token 0's true logit. Tokens 2..9 are near ties that keep the first round wide.
+  const K = 64, N = 12;
+  const h = new Float32Array(K).fill(10 + 100.49 / 256);
+  h[0] = 127; // activation scale 1
+  const w = new Float32Array(N * K);
+  w.fill(0.01, 0, K);
+  const true0 = 0.01 * (127 + 63 * h[1]), est0 = 0.01 * (127 + 63 * (10 + 100 / 256));
+  const mid = (true0 + est0) / 2;
+  for (let v = 1; v < 10; v++) w[v * K] = Math.fround((mid - 0.001 * (v - 1)) / 127);
+  const c: Case = { N, K, w, bias: new Float32Array(N), h, takes: [1], lambdas: [0], maskIndex: N - 1,
+    counts: () => [new TokenCounts(N)] };
+  assertSame(c, 9, 'aligned second-part errors');
+  assert.deepEqual(both(c, 9).plain[0], [0], 'token 0 has the largest logit');
+
+  // A penalised block of three slots on the same row: A > B > C > the rest, lambda 0.5. Slot 0 takes A, slot 1 B (A is
+  // penalised), slot 2 C: tokens that are not candidates for the first slot's counts.
+  const N2 = 3000, K2 = 64;
+  const rng = new Rng(34);
+  const w2 = fill(rng, new Float32Array(N2 * K2), 0.01);
+  const h2 = new Float32Array(3 * K2);
+  for (let s = 0; s < 3; s++) h2[s * K2] = 1;
+  for (const [v, l] of [[700, 1.0], [1500, 0.9], [2200, 0.8]] as const) w2[v * K2] = l;
+  const pen: Case = { N: N2, K: K2, w: w2, bias: new Float32Array(N2), h: h2, takes: [3], lambdas: [0.5], maskIndex: 0,
+    counts: () => [new TokenCounts(N2)] };
+  assertSame(pen, 10, 'penalised block');
+  assert.deepEqual(both(pen, 10).plain[0], [700, 1500, 2200]);
+});
