@@ -22,11 +22,13 @@ const prepared = new WeakMap<object, Prepared | null>();
 // By decoder: scratch for the approximate (integer) logits.
 const approxScratch = new WeakMap<object, Int32Array>();
 
-/** Steps with more output rows (PFLM noise rows, AR sequences) than this compute the full output layer: the
- * screen's int8 pass and per-slot scan grow with the rows while the fp32 layer turns compute-bound and efficient
- * (runs/prof.ts, PFLM k=4, screen on/off alternating: 8 rows 19.1-19.7 vs 21.0-21.7 ms per step, 16 rows 31.5-33.0
- * vs 31.4-31.9, 256 rows 420-472 vs 413-425). */
-export const SCREEN_MAX_ROWS = 8;
+/** Steps with more output rows (PFLM noise rows, AR sequences) than this compute the full output layer. Up to session
+ * 11 this was 8: the screen's two-part int8 pass grew with the rows and lost to the compute-bound fp32 layer from 16
+ * rows on. With one part and the candidates' second round (session 12) it wins at every batch size measured, official
+ * shape, k=4, 122 tokens, on/off alternating in one process (runs/screen-ab.ts): batch 4 (16 rows) 28.9-30.8 against
+ * 31.6-33.0 ms per step, batch 16 107.8-112.9 against 117.2-121.8, batch 64 (256 rows) 421.5-439.2 against
+ * 446.0-461.0, same tokens. Larger steps are unmeasured, and the integer sums take 4 bytes per row and token. */
+export const SCREEN_MAX_ROWS = 256;
 
 /** Output layers smaller than this (fp32 bytes) are not screened unless KFORCE_SCREEN=1: they stay in this host's
  * 32 MB L3 cache, where the fp32 layer is as fast (a 4096 x 256 model, k=4, batch 1: 0.86-0.93 ms per step screened

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { paramCounts, predictRun, predictSpeedup, stepCost, stepMemoryBound, stepSeconds } from '../../src/eval/roofline.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
+import { SCREEN_MAX_ROWS } from '../../src/decode/screen.ts';
 
 const tiny: ModelConfig = { vocabSize: 3, hiddenSize: 2, nHeads: 1, nBlocks: 1, maskIndex: 2, maxK: 4, maxSeqLen: 16 };
 const official: ModelConfig = { vocabSize: 50258, hiddenSize: 768, nHeads: 12, nBlocks: 12, maskIndex: 50257, maxK: 4, maxSeqLen: 1024 };
@@ -65,7 +66,7 @@ test('a PFLM step with the screened output layer reads int8 output weights and d
   // AR steps have no screen, nor PFLM steps of more than SCREEN_MAX_ROWS noise rows (they take the fp32 layer)
   const ar = { batch: 1, newContext: 1, cached: 5, noise: 0, outRows: 1 };
   assert.deepEqual(stepCost(tiny, ar, 4, true), stepCost(tiny, ar));
-  const wide = { batch: 3, newContext: 4, cached: 5, noise: 4, outRows: 4 };
+  const wide = { batch: Math.floor(SCREEN_MAX_ROWS / 4) + 1, newContext: 4, cached: 5, noise: 4, outRows: 4 };
   assert.deepEqual(stepCost(tiny, wide, 4, true), stepCost(tiny, wide));
   // official architecture at batch 1: ~115 MB less per step, so the prediction rises above the plain one
   const m = { bandwidth: 45e9, flops: 190e9 };
