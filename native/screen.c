@@ -261,33 +261,29 @@ typedef struct {
 #define HQ 8 // values per h row in sel_job.hq
 #define REFINE_MIN 4 // candidates above this go through the second round
 
-static __thread float *t_wc, *t_lc, *t_row;
-static __thread int32_t *t_cand;
+static __thread float *t_row;
+static __thread int32_t *t_cand, *t_s2;
 static __thread double *t_hi, *t_top;
-static __thread size_t t_cap_n, t_cap_k, t_cap_t;
+static __thread size_t t_cap_n, t_cap_t;
 
-static int scratch(size_t N, size_t K, size_t T) {
+static int scratch(size_t N, size_t T) {
   if (t_cap_t < T) {
     free(t_top);
     t_top = malloc(T * sizeof(double));
     t_cap_t = t_top ? T : 0;
     if (!t_top) return 0;
   }
-  if (t_cap_n >= N && t_cap_k >= K) return 1;
-  free(t_wc);
-  free(t_lc);
+  if (t_cap_n >= N) return 1;
+  free(t_s2);
   free(t_row);
   free(t_cand);
   free(t_hi);
-  const size_t cap = N < SCREEN_CAP ? N : SCREEN_CAP;
-  t_wc = aligned_alloc(64, (cap * K * sizeof(float) + 63) / 64 * 64);
-  t_lc = malloc((cap + 1) * sizeof(float));
+  t_s2 = malloc(N * sizeof(int32_t));
   t_row = aligned_alloc(64, (N * sizeof(float) + 63) / 64 * 64);
   t_cand = malloc(N * sizeof(int32_t));
   t_hi = malloc(N * sizeof(double));
-  const int ok = t_wc && t_lc && t_row && t_cand && t_hi;
+  const int ok = t_s2 && t_row && t_cand && t_hi;
   t_cap_n = ok ? N : 0;
-  t_cap_k = ok ? K : 0;
   return ok;
 }
 
@@ -330,22 +326,74 @@ static inline void bounds1(const sel_job *j, const slot_consts *sc, const int32_
   bounds_at(j, sc, 0, (double)isum[v] - 128.0 * (double)j->wsum[v], cnt, v, lo, hi);
 }
 
-// Second round for token v: sum_k (q2 + 128) q over its int8 row (u8 x s8), and the bounds with h^^.
-static inline void bounds2(const sel_job *j, const slot_consts *sc, const uint8_t *x2, const int32_t *isum,
+// Second round for token v, given s2 = sum_k (q2 + 128) q over its int8 row: the bounds with h^^.
+static inline void bounds2(const sel_job *j, const slot_consts *sc, int32_t s2, const int32_t *isum,
                            const int32_t *cnt, size_t v, double *lo, double *hi) {
-  const int8_t *wr = j->wq + wq_offset(v, j->Kp);
-  __m512i acc = _mm512_setzero_si512();
-  for (size_t k = 0; k < j->Kp; k += 64)
-    acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(x2 + k), _mm512_loadu_si512(wr + k * RG));
   const double off = 128.0 * (double)j->wsum[v];
-  const double dot = ((double)isum[v] - off) + ((double)_mm512_reduce_add_epi32(acc) - off) * (1.0 / 256);
+  const double dot = ((double)isum[v] - off) + ((double)s2 - off) * (1.0 / 256);
   bounds_at(j, sc, 1, dot, cnt, v, lo, hi);
 }
 
-// Prefetches token v's int8 row (second round).
-static inline void prefetch_row(const sel_job *j, size_t v) {
-  const char *wr = (const char *)(j->wq + wq_offset(v, j->Kp));
-  for (size_t k = 0; k < j->Kp; k += 64) _mm_prefetch(wr + k * RG, _MM_HINT_T0);
+// The candidates' rows are scattered and cold: both loops below walk 16 of them at once (16 independent misses in
+// flight) and prefetch the next 16 line by line as they go.
+#define GATHER 16
+
+// s2[c] = sum_k (q2 + 128) q over the int8 row of token cand[c], c < n.
+static void second_sums(const sel_job *j, const uint8_t *x2, const int32_t *cand, size_t n, int32_t *s2) {
+  const size_t Kp = j->Kp;
+  for (size_t c0 = 0; c0 < n; c0 += GATHER) {
+    const int8_t *wr[GATHER];
+    const char *nx[GATHER];
+    for (int c = 0; c < GATHER; c++) {
+      wr[c] = j->wq + wq_offset((size_t)cand[c0 + c < n ? c0 + c : c0], Kp);
+      const size_t q = c0 + GATHER + c;
+      nx[c] = q < n ? (const char *)(j->wq + wq_offset((size_t)cand[q], Kp)) : NULL;
+    }
+    __m512i acc[GATHER];
+    for (int c = 0; c < GATHER; c++) acc[c] = _mm512_setzero_si512();
+    for (size_t k = 0; k < Kp; k += 64) {
+      const __m512i xv = _mm512_loadu_si512(x2 + k);
+      for (int c = 0; c < GATHER; c++) {
+        acc[c] = _mm512_dpbusd_epi32(acc[c], xv, _mm512_loadu_si512(wr[c] + k * RG));
+        if (nx[c]) _mm_prefetch(nx[c] + k * RG, _MM_HINT_T0);
+      }
+    }
+    for (size_t c = 0; c < GATHER && c0 + c < n; c++) s2[c0 + c] = _mm512_reduce_add_epi32(acc[c]);
+  }
+}
+
+// out[c] = the exact logit of token cand[c] (c < n; the mask token's entry is left to the caller), with kf_linear's
+// arithmetic for one output (16 lane accumulators over k ascending, masked zero tail, kf_reduce16's tree, then the
+// bias): the bits the full layer gives it.
+static void exact_logits(const sel_job *j, const float *h, const int32_t *cand, size_t n, float *out) {
+  const size_t K = j->K;
+  for (size_t c0 = 0; c0 < n; c0 += GATHER) {
+    const float *wr[GATHER];
+    const char *nx[GATHER];
+    for (int c = 0; c < GATHER; c++) {
+      const int32_t v = cand[c0 + c < n ? c0 + c : c0];
+      wr[c] = j->w + (v == j->maskIndex ? 0 : (size_t)v) * K;
+      const size_t q = c0 + GATHER + c;
+      nx[c] = q < n && cand[q] != j->maskIndex ? (const char *)(j->w + (size_t)cand[q] * K) : NULL;
+    }
+    __m512 acc[GATHER];
+    for (int c = 0; c < GATHER; c++) acc[c] = _mm512_setzero_ps();
+    for (size_t k = 0; k < K; k += 16) {
+      const __mmask16 m = kf_tail_mask(K - k);
+      const __m512 hv = _mm512_maskz_loadu_ps(m, h + k);
+      for (int c = 0; c < GATHER; c++) {
+        acc[c] = _mm512_fmadd_ps(hv, _mm512_maskz_loadu_ps(m, wr[c] + k), acc[c]);
+        if (nx[c]) _mm_prefetch(nx[c] + k * sizeof(float), _MM_HINT_T0);
+      }
+    }
+    float s[16];
+    _mm512_storeu_ps(s, kf_reduce16(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8], acc[9],
+                                    acc[10], acc[11], acc[12], acc[13], acc[14], acc[15]));
+    for (size_t c = 0; c < GATHER && c0 + c < n; c++) {
+      const int32_t v = cand[c0 + c];
+      out[c0 + c] = j->bias ? s[c] + j->bias[v] : s[c];
+    }
+  }
 }
 
 // The T largest lower bounds seen (descending, n of them) and the threshold they give: the T-th largest, -inf while
@@ -392,7 +440,7 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
   const slot_consts sc = {hq[0], hq[1], lambda == 0 ? 0 : (double)(float)lambda, {hq[2], hq[5]}, {hq[3], hq[6]},
                           {hq[4], hq[7]}};
   j->cn[r] = -1;
-  if (!(sc.sh >= 0) || !scratch(N, K, T)) return;
+  if (!(sc.sh >= 0) || !scratch(N, T)) return;
   // One pass: top = the T best lower bounds so far; every token whose upper bound reaches their threshold is kept
   // with that bound, and the list is cut to the final threshold below.
   top_t top = {t_top, T, 0, -INFINITY};
@@ -460,11 +508,11 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
     // Second round over the candidates (a superset of the final ones). Every bound is valid, so the threshold may
     // rise to the T-th largest second-round lower bound among them.
     top_t top2 = {t_top, T, 0, -INFINITY};
-    for (size_t c = 0; c < nc && c < 4; c++) prefetch_row(j, (size_t)t_cand[c]);
+    int32_t *s2 = t_s2;
+    second_sums(j, x2, t_cand, nc, s2);
     for (size_t c = 0; c < nc; c++) {
-      if (c + 4 < nc) prefetch_row(j, (size_t)t_cand[c + 4]);
       double lo, hi;
-      bounds2(j, &sc, x2, isum, cnt, (size_t)t_cand[c], &lo, &hi);
+      bounds2(j, &sc, s2[c], isum, cnt, (size_t)t_cand[c], &lo, &hi);
       if (lo > top2.thr) top_push(&top2, lo);
       t_hi[c] = hi;
     }
@@ -478,17 +526,10 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
   // Exact logits of the candidates (the mask's is the constant).
   int32_t *cid = j->cid + r * SCREEN_CAP;
   float *cl = j->cl + r * SCREEN_CAP;
-  size_t ng = 0;
-  float bg[SCREEN_CAP];
-  for (size_t c = 0; c < nc; c++) {
-    const int32_t v = t_cand[c];
-    cid[c] = v;
-    if (v == j->maskIndex) continue;
-    memcpy(t_wc + ng * K, j->w + (size_t)v * K, K * sizeof(float));
-    bg[ng++] = j->bias ? j->bias[v] : 0.0f;
-  }
-  if (ng > 0) kf_linear(t_lc, h, t_wc, j->bias ? bg : NULL, 1, K, ng);
-  for (size_t c = 0, g = 0; c < nc; c++) cl[c] = cid[c] == j->maskIndex ? -1000.0f : t_lc[g++];
+  memcpy(cid, t_cand, nc * sizeof(int32_t));
+  exact_logits(j, h, cid, nc, cl);
+  for (size_t c = 0; c < nc; c++)
+    if (cid[c] == j->maskIndex) cl[c] = -1000.0f;
   j->cn[r] = (int32_t)nc;
 }
 
@@ -497,7 +538,7 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
 static int32_t slot_token(const sel_job *j, size_t r, const int32_t *cnt, double lambda) {
   const int32_t nc = j->cn[r];
   if (nc < 0) {
-    if (!scratch(j->N, j->K, 1)) return -2;
+    if (!scratch(j->N, 1)) return -2;
     kf_linear(t_row, j->h + r * j->K, j->w, j->bias, 1, j->K, j->N);
     return kf_pflm_slot(t_row, j->N, cnt, lambda, j->maskIndex);
   }
