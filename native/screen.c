@@ -260,6 +260,8 @@ typedef struct {
 
 #define HQ 8 // values per h row in sel_job.hq
 #define REFINE_MIN 4 // candidates above this go through the second round
+#define REFINE_MAX 16384 // first-round candidates above this: nearly flat logits, where the second round (768 bytes of
+                         // int8 row each, up to the whole copy) would end past SCREEN_CAP anyway: the full row at once
 
 static __thread float *t_row;
 static __thread int32_t *t_cand, *t_s2;
@@ -504,6 +506,7 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
   for (size_t c = 0; c < nc; c++)
     if (t_hi[c] >= tau) t_cand[m++] = t_cand[c];
   nc = m;
+  if (nc > REFINE_MAX) return;
   if (nc > REFINE_MIN) {
     // Second round over the candidates (a superset of the final ones). Every bound is valid, so the threshold may
     // rise to the T-th largest second-round lower bound among them.

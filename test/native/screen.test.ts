@@ -151,6 +151,11 @@ test('screened selection: exact ties go to the first token, near-ties are decide
   assertSame(cFlat, 2, 'all equal, 3000 tokens');
   const cMid: Case = { ...cFlat, N: 1500, w: flat.subarray(0, 1500 * K), bias: new Float32Array(1500), counts: randomCounts(1, 1500, 5) };
   assertSame(cMid, 3, 'all equal, 1500 tokens (under the cap)');
+  // So many first-round candidates that the second round is skipped for the full row (more than 16384).
+  const NB = 20000, KB = 16;
+  const cHuge: Case = { N: NB, K: KB, w: new Float32Array(NB * KB).fill(0.01), bias: new Float32Array(NB),
+    h: h.slice(0, 2 * KB), takes: [2], lambdas: [0.5], maskIndex: 5, counts: randomCounts(1, NB, 5) };
+  assertSame(cHuge, 4, 'all equal, 20000 tokens');
 });
 
 test('screened selection: the [MASK] token, dominant penalties, NaN rows, non-finite weights', { skip: skipScreen }, () => {
