@@ -71,7 +71,7 @@ export class NoiseStream {
 
 // Noise rows a PFLM step should encode at least when encoding ahead: below ~32 rows the noise encoder's pass costs
 // about the same whatever the row count (its weights are read from memory once per pass).
-const NOISE_ROWS_PER_PASS = 32;
+export const NOISE_ROWS_PER_PASS = 32;
 
 /**
  * The `noiseAhead` argument of a PFLM step (BatchDecoder.step) for streams that just took this step's uniforms (k per

@@ -17,6 +17,7 @@
 // rows are screened (larger ones compute the fp32 layer, which is faster there).
 import type { ModelConfig } from '../model/types.ts';
 import { SCREEN_MAX_ROWS } from '../decode/screen.ts';
+import { NOISE_ROWS_PER_PASS } from '../decode/noise.ts';
 
 export interface MachineRates {
   /** DRAM read bandwidth, bytes per second. */
@@ -86,7 +87,12 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, scr
     // the screen: int8 weights, fp32 bias and final norm, four fp32 values per row (scale, bounds, sum)
     ? V * D + (V + D) * bytesPerWeight + V * 16
     : p.output * bytesPerWeight;
-  const noiseBytes = s.noise > 0 ? p.noiseEncoder * bytesPerWeight : 0;
+  // The decoders encode the noise of the next steps ahead (src/decode/noise.ts noiseAhead): one encoder pass, hence
+  // one read of its weights, per floor(NOISE_ROWS_PER_PASS / (batch * noise)) steps (8 at batch 1, k = 4). Until
+  // session 12 every step was charged the whole read (24 MB for the official shape), which made the PFLM's batch-1
+  // prediction ~5% low.
+  const aheadSteps = s.noise > 0 ? Math.max(1, Math.floor(NOISE_ROWS_PER_PASS / (s.batch * s.noise))) : 1;
+  const noiseBytes = s.noise > 0 ? (p.noiseEncoder * bytesPerWeight) / aheadSteps : 0;
   const weightBytes = blockBytes + outputBytes + noiseBytes;
   const keysAfter = s.cached + s.newContext;
   const kvBytes = s.batch * L * keysAfter * 2 * D * 4;

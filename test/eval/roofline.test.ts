@@ -45,7 +45,8 @@ test('one AR step by hand', () => {
 test('one PFLM step by hand: 2k rows, noise encoder, output layer on the noise rows', () => {
   const c = stepCost(tiny, { batch: 2, newContext: 2, cached: 3, noise: 2, outRows: 2 });
   assert.equal(c.rows, 8);
-  assert.equal(c.weightBytes, (62 + 11 + 56 + 2 * 2 * 2) * 4);
+  // the noise encoder (56 weights) is read once per pass, and a pass encodes the noise of floor(32 / 4) = 8 steps
+  assert.equal(c.weightBytes, (62 + 11 + 56 / 8 + 2 * 2 * 2) * 4);
   // one block, so it is the last: the 4 context rows only get their QKV projection (3 D^2 of the 12 D^2) and no
   // attention; the 4 noise rows get everything and see 5 + 1 and 5 + 2 keys
   assert.equal(c.flops, 2 * 4 * 48 + 2 * 4 * 12 + 2 * 4 * 2 * (6 + 7) + 2 * 4 * 2 * 3 + 2 * 2 * 2 * 40);
@@ -53,8 +54,12 @@ test('one PFLM step by hand: 2k rows, noise encoder, output layer on the noise r
   assert.deepEqual(c.phases.map((p) => p.name), ['blocks', 'output', 'noiseEncoder', 'attention', 'logits']);
   assert.equal(c.phases.reduce((a, p) => a + p.bytes, 0), c.bytes);
   assert.equal(c.phases.reduce((a, p) => a + p.flops, 0), c.flops);
-  assert.equal(c.phases[2].bytes, 56 * 4);
+  assert.equal(c.phases[2].bytes, (56 * 4) / 8);
   assert.equal(c.phases[2].flops, 2 * 2 * 2 * 40);
+  // a step of 32 noise rows or more encodes only its own: the whole read every step
+  const wide = stepCost(tiny, { batch: 8, newContext: 4, cached: 3, noise: 4, outRows: 4 });
+  assert.equal(wide.phases[2].bytes, 56 * 4);
+  assert.equal(stepCost(tiny, { batch: 3, newContext: 4, cached: 3, noise: 4, outRows: 4 }).phases[2].bytes, (56 * 4) / 2);
 });
 
 test('a PFLM step with the screened output layer reads int8 output weights and does half the output FLOPs', () => {
