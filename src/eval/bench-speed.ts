@@ -237,7 +237,7 @@ export function speedMarkdown(r: SpeedReport): string {
   const rs = rows(r).map((row) => row.map((c, j) => (j === 7 ? `${((c as number) * 100).toFixed(0)}%` : c)));
   const head = `Models: ${r.description}. ${r.promptLength}-token prefixes, ${r.newTokens} new tokens, median of ` +
     `${r.repeats} round(s) after warm-up. Roofline from this run: DRAM read ${num(r.rates.bandwidth / 1e9)} GB/s, ` +
-    `GEMM ${num(r.rates.flops / 1e9)} GFLOP/s (best of ${rateReadings(r)}); a step is bounded by the sum over its phases (block matmuls, output layer, noise encoder, attention, logits) of max(bytes / bandwidth, FLOPs / GEMM rate); ` +
+    `GEMM ${num(r.rates.flops / 1e9)} GFLOP/s (best of ${rateReadings(r)}); a step is bounded by the sum over its phases (block matmuls, output layer, noise encoder, attention, logits) of max(bytes / bandwidth, FLOPs / GEMM rate), the noise encoder's weights counted once per encoder pass (the decoders encode up to 32 noise rows ahead); ` +
     'MB/step and GFLOP/step are for the second step (steady state); per step AR feeds 1 token per sequence, the ' +
     'PFLM 2k (k emitted + k noise). Selection time: share of the wall time spent choosing tokens (AR: float64 ' +
     'softmax and inverse CDF over the vocabulary per token; PFLM: penalised argmax per slot), outside the forward passes' +
