@@ -305,7 +305,7 @@ typedef struct {
 } slot_consts;
 
 // Bounds of token v's penalised value in round r, given dot = the approximation's dot product with q divided by s_h
-// (exact in double: integers, and a multiple of 1/256). The vector loop of screened_slot computes the same in round 0
+// (exact in double: integers, and a multiple of 1/256). The vector loop of slot_candidates computes the same in round 0
 // for uncounted tokens.
 static inline void bounds_at(const sel_job *j, const slot_consts *sc, int r, double dot, const int32_t *cnt, size_t v,
                              double *lo, double *hi) {
