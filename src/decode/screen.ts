@@ -25,7 +25,7 @@ const approxScratch = new WeakMap<object, Int32Array>();
 /** Steps with more output rows (PFLM noise rows, AR sequences) than this compute the full output layer. Up to session
  * 11 this was 8: the screen's two-part int8 pass grew with the rows and lost to the compute-bound fp32 layer from 16
  * rows on. With one part and the candidates' second round (session 12) it wins at every batch size measured, official
- * shape, k=4, 122 tokens, on/off alternating in one process (runs/screen-ab.ts): batch 4 (16 rows) 28.9-30.8 against
+ * shape, k=4, 122 tokens, on/off alternating in one process (scripts/screen-ab.ts): batch 4 (16 rows) 28.9-30.8 against
  * 31.6-33.0 ms per step, batch 16 107.8-112.9 against 117.2-121.8, batch 64 (256 rows) 421.5-439.2 against
  * 446.0-461.0, same tokens. Larger steps are unmeasured, and the integer sums take 4 bytes per row and token. */
 export const SCREEN_MAX_ROWS = 256;
