@@ -448,7 +448,7 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
   top_t top = {t_top, T, 0, -INFINITY};
   double big = 0;
   size_t nc = 0;
-  {
+  { // the first round over the vocabulary; its vector constants end with it
     size_t v = 0;
     __m512d bigv = _mm512_setzero_pd();
     const __m512d sh = _mm512_set1_pd(sc.sh), einf = _mm512_set1_pd(sc.einf[0]), hl1h = _mm512_set1_pd(0.5 * sc.hl1[0]);

@@ -13,8 +13,8 @@
 // a weight, plus 16 bytes of bounds per row) instead of the fp32 matrix; its dot products (one int8 part of each
 // activation, 4 multiply-adds per int32 lane per instruction) take a quarter of the instructions of the fp32 ones at
 // half their rate (3.5 against 6.3-6.8 G instructions/s on one core here, session 12), so they count as half the
-// FLOPs; the candidates' second round and exact recomputation (a few hundred KB) are left out. Only steps of up to SCREEN_MAX_ROWS noise
-// rows are screened (larger ones compute the fp32 layer, which is faster there).
+// FLOPs; the candidates' second round and exact recomputation (a few hundred KB) are left out. Only steps of up to
+// SCREEN_MAX_ROWS noise rows are screened (larger ones, unmeasured, compute the fp32 layer), and so the roofline.
 import type { ModelConfig } from '../model/types.ts';
 import { SCREEN_MAX_ROWS } from '../decode/screen.ts';
 import { NOISE_ROWS_PER_PASS } from '../decode/noise.ts';

@@ -28,13 +28,6 @@ export interface StepOptions {
   noiseAhead?: number[][];
 }
 
-/**
- * Continuous-batching decoder over a shared KV cache: sequences join and leave between steps, and every step is ONE
- * forward pass over all the sequences named in it. Each sequence has a list of pending context tokens (its prompt
- * right after `open`, then whatever was appended since its last step). `step` feeds every named sequence's pending
- * tokens (their K/V are committed to its cache) and, for a PFLM, k noise tokens after them (transient K/V, not kept),
- * all packed into one activation matrix so the linear layers stream each weight once per step.
- */
 /** KV pool bookkeeping of a decoder (KvDecoder.stats). */
 export interface DecoderStats {
   pageRows: number;
@@ -45,6 +38,13 @@ export interface DecoderStats {
   noiseRowsReused: number;
 }
 
+/**
+ * Continuous-batching decoder over a shared KV cache: sequences join and leave between steps, and every step is ONE
+ * forward pass over all the sequences named in it. Each sequence has a list of pending context tokens (its prompt
+ * right after `open`, then whatever was appended since its last step). `step` feeds every named sequence's pending
+ * tokens (their K/V are committed to its cache) and, for a PFLM, k noise tokens after them (transient K/V, not kept),
+ * all packed into one activation matrix so the linear layers stream each weight once per step.
+ */
 export interface BatchDecoder {
   readonly kind: 'ar' | 'pflm';
   readonly config: ModelConfig;
