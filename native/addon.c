@@ -753,6 +753,19 @@ static napi_value js_advise_huge(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+// hugePages([on]) -> boolean: the `huge` knob (transparent huge pages for large buffers and weights), set when on is
+// given
+static napi_value js_huge_pages(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "hugePages", 0)) return NULL;
+  int on = -1;
+  if (c.argc > 0 && !is_nullish(&c, 0)) on = flag(&c, 0, "on");
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_get_boolean(env, kf_huge_pages(on) != 0, &r);
+  return r;
+}
+
 // misalignment(buf) -> byte address of buf[0] modulo 64
 static napi_value js_misalignment(napi_env env, napi_callback_info info) {
   call c;
@@ -793,7 +806,7 @@ NAPI_MODULE_INIT() {
     const char *name;
     napi_callback fn;
   } fns[] = {
-    {"linear", js_linear}, {"adviseHuge", js_advise_huge}, {"blasLinear", js_blas_linear}, {"gemm", js_gemm}, {"layerNorm", js_layernorm},
+    {"linear", js_linear}, {"adviseHuge", js_advise_huge}, {"hugePages", js_huge_pages}, {"blasLinear", js_blas_linear}, {"gemm", js_gemm}, {"layerNorm", js_layernorm},
     {"layerNormBackward", js_layernorm_backward}, {"gelu", js_gelu}, {"geluBackward", js_gelu_backward},
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},

@@ -45,6 +45,9 @@ int kf_linear_knob(const char *name, long value);
 // its first touch.
 void kf_huge_collapse(const void *p, size_t bytes);
 void kf_huge_advise(const void *p, size_t bytes);
+// The `huge` knob: on >= 0 sets it (1 on, 0 off), on < 0 only reads it; returns its value. It applies to memory that
+// comes through the two calls above afterwards (pages already placed stay where they are).
+int kf_huge_pages(int on);
 
 // ---- gemm (gemm.c) -------------------------------------------------------------------------------------------
 void kf_gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *a, const float *b,

@@ -573,15 +573,15 @@ static void lin_task(void *p, int tid, int nt) {
 #endif
 }
 
-// Transparent huge pages, off by default (knob `huge`, KFORCE_LIN_HUGE=1). Weight streams cross a 4 KB page every 64
-// cache lines, where the hardware prefetchers stop and a TLB walk is due, so with the knob on the first time a large
-// weight matrix comes through here the 2 MB-aligned interior of its whole allocation is collapsed into huge pages
-// (contents unchanged; a no-op where the kernel lacks MADV_COLLAPSE or THP is off; allocations already seen are
-// remembered by address), and alignedFloat32 advises large fresh buffers. On the development VM (2026-11-28) it was
-// slower, alternating on/off: decode at batch 1 (64 tokens) AR 12.9-15.4 vs 12.2-12.5 ms per token, PFLM k=4
-// 16.2-18.3 vs 16.3-17.3 ms per step; batch 4 AR 15.7-16.6 vs 14.6-14.8, PFLM 34.7-37.8 vs 33.0-34.4 ms per step;
-// the 8-row decode pass 13.6-14.5 vs 12.4-13.2 ms (docs/RESULTS.md, session 5). Both entry points do nothing while
-// the knob is 0.
+// Transparent huge pages (knob `huge`, KFORCE_LIN_HUGE=1, or kf_huge_pages; off by default, and the CLI's decoding
+// commands turn it on). Weight streams cross a 4 KB page every 64 cache lines, where the hardware prefetchers stop and
+// a TLB walk is due, so with the knob on the first time a large weight matrix comes through here the 2 MB-aligned
+// interior of its whole allocation is collapsed into huge pages (contents unchanged; a no-op where the kernel lacks
+// MADV_COLLAPSE or THP is off; allocations already seen are remembered by address), and alignedFloat32 advises large
+// fresh buffers (KV caches, workspaces). Measured on the development VM (docs/RESULTS.md): on 2026-11-28 slower for
+// decoding; on 2026-11-29 (session 13, alternating processes) decoding faster, AR +6-35% and PFLM k=4 -1 to +33%
+// (batch 1 to 64), while a small model's training step ran 4-34% slower. Both entry points do nothing while the knob
+// is 0.
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
@@ -616,6 +616,12 @@ void kf_huge_collapse(const void *p, size_t bytes) {
   (void)p;
   (void)bytes;
 #endif
+}
+
+int kf_huge_pages(int on) {
+  if (!knobs_read) read_knobs();
+  if (on >= 0) knob_huge = on ? 1 : 0;
+  return (int)knob_huge;
 }
 
 void kf_huge_advise(const void *p, size_t bytes) {

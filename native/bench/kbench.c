@@ -76,6 +76,10 @@ static int abdecode(int argc, char **argv) {
   int nv = 0;
   for (char *p = strtok(argv[4], ","); p && nv < 16; p = strtok(NULL, ",")) vals[nv++] = atol(p);
   mat ms[5] = {{2304, 768, 0, 12}, {768, 768, 0, 12}, {3072, 768, 1, 12}, {768, 3072, 1, 12}, {50258, 768, 1, 1}};
+  if (getenv("KB_ONE") && atol(getenv("KB_ONE")) > 0) { // KB_ONE=N: one K = 768 matrix of N rows (110592: the blocks)
+    ms[0] = (mat){(size_t)atol(getenv("KB_ONE")), 768, 0, 1};
+    ms[1].count = ms[2].count = ms[3].count = ms[4].count = 0;
+  }
   float *W[64], *B[64], *WH[64];
   size_t NN[64], KK[64];
   int nw = 0;
@@ -83,7 +87,7 @@ static int abdecode(int argc, char **argv) {
   const int hk = !strcmp(argv[3], "thp"); // pseudo knob: 0 weights on 4 KB pages, 1 on huge pages
   int nm = getenv("KB_SHAPES") ? atoi(getenv("KB_SHAPES")) : 5; // KB_SHAPES=4: the blocks only
   if (nm < 1 || nm > 5) nm = 5;
-  const int first = getenv("KB_FIRST") ? atoi(getenv("KB_FIRST")) : 0; // KB_FIRST=3 KB_SHAPES=4: fc2 only
+  const int first = getenv("KB_FIRST") ? atoi(getenv("KB_FIRST")) : 0; // KB_FIRST=3 KB_SHAPES=4: MLP down only
   for (int m = first; m < nm; m++)
     for (int c = 0; c < ms[m].count; c++) {
       if (hk) {

@@ -7,6 +7,7 @@ import type { BatchDecoder, ModelConfig } from '../model/types.ts';
 import { generate } from '../decode/generate.ts';
 import { screensOutput } from '../decode/screen.ts';
 import { Rng } from '../tensor/rng.ts';
+import { hugePages } from '../tensor/native.ts';
 import { median } from './metrics.ts';
 import { predictRun, type MachineRates, type RunPrediction } from './roofline.ts';
 import { markdownTable, num, textTable, type Cell } from './report.ts';
@@ -73,6 +74,8 @@ export interface SpeedReport {
   rateSamples: MachineRates[];
   /** Whether the PFLM's steps used the screened output layer (src/decode/screen.ts), which the roofline then models. */
   screenedOutput: boolean;
+  /** Whether the native backend placed large buffers and weights on transparent huge pages (tensor/native.ts). */
+  hugePages: boolean;
   results: SpeedResult[];
 }
 
@@ -195,7 +198,7 @@ export function runSpeedBench(models: SpeedModels, opts: SpeedOptions): SpeedRep
   }
   return {
     description: models.description, config: cfg, newTokens: N, promptLength: P, repeats, rates: rates!, rateSamples: samples,
-    screenedOutput: screened, results,
+    screenedOutput: screened, hugePages: hugePages(), results,
   };
 }
 
@@ -243,8 +246,9 @@ export function speedMarkdown(r: SpeedReport): string {
     'softmax and inverse CDF over the vocabulary per token; PFLM: penalised argmax per slot), outside the forward passes' +
     (r.screenedOutput
       ? '; the PFLM picks its tokens inside the step: its output layer is screened (int8 bounds on every logit, exact ' +
-        'fp32 logits for the candidates only: the same tokens), and the roofline counts the int8 weights it reads.\n\n'
-      : '.\n\n');
+        'fp32 logits for the candidates only: the same tokens), and the roofline counts the int8 weights it reads.'
+      : '.') +
+    ` Memory: transparent huge pages ${r.hugePages ? 'on' : 'off'} (KFORCE_LIN_HUGE; see tensor/native.ts hugePages).\n\n`;
   return head + markdownTable(HEADERS, rs);
 }
 
@@ -276,6 +280,7 @@ export function speedJson(r: SpeedReport): object {
     gemmGflops: r.rates.flops / 1e9,
     rateSamples: r.rateSamples.map((m) => ({ bandwidthGBs: m.bandwidth / 1e9, gemmGflops: m.flops / 1e9 })),
     screenedOutput: r.screenedOutput,
+    hugePages: r.hugePages,
     results: r.results.map((x) => ({
       batch: x.batch, k: x.k, tokensPerSecond: x.tokensPerSecond, speedup: x.speedup, predictedSpeedup: x.predictedSpeedup,
       predictedTokensPerSecond: x.predictedTokensPerSecond, seconds: x.seconds, passesPerToken: x.passesPerToken,

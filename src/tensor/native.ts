@@ -52,6 +52,7 @@ interface Addon {
   fmaPeak(ms: number): number;
   misalignment(buf: Float32Array): number;
   adviseHuge(buf: Float32Array): void;
+  hugePages(on?: boolean | null): boolean;
   info(): { blas: string; threads: number; avx512: boolean };
 }
 
@@ -279,14 +280,36 @@ export function blasLinear(out: Float32Array, x: Float32Array, w: Float32Array, 
   return requireAddon('blasLinear').blasLinear(out, x, w, M, K, N);
 }
 
+/**
+ * Transparent huge pages for the native backend's large buffers (KV caches, workspaces, allocated from now on) and for
+ * the weights the `linear` kernel reads from now on: `on` sets it, no argument reads it; false without the addon.
+ * Off by default (KFORCE_LIN_HUGE=1 turns it on at start-up). On the development host (docs/RESULTS.md, session 13)
+ * it made decoding faster (AR by 6-35%, the PFLM by -1 to +33%, batch 1 to 64) and a small model's training step
+ * 4-34% slower, so the CLI's decoding commands turn it on (preferHugePagesForDecoding) and training leaves it off.
+ * Values never change, only where memory sits.
+ */
+export function hugePages(on?: boolean): boolean {
+  const { addon } = loadAddon();
+  if (!addon) return false;
+  return addon.hugePages(on === undefined ? null : on);
+}
+
+/** For processes that only decode (generate, serve, the speed and quality benchmarks): huge pages on, unless
+ * KFORCE_LIN_HUGE says otherwise (set and not empty: left as the knob read it). Call before the model is loaded, so that its buffers are placed on them. Returns whether they are on. */
+export function preferHugePagesForDecoding(env: NodeJS.ProcessEnv = process.env): boolean {
+  const set = env.KFORCE_LIN_HUGE;
+  if (set !== undefined && set !== '') return hugePages();
+  return hugePages(true);
+}
+
 /** Bytes by which the first element of `a` sits past a 64-byte (cache line) boundary; null without the addon. */
 export function cacheLineOffset(a: Float32Array): number | null {
   const { addon } = loadAddon();
   return addon ? addon.misalignment(a) : null;
 }
 
-/** Allocations of at least this many bytes are advised onto transparent huge pages when the native `huge` knob is on
- * (KFORCE_LIN_HUGE=1; off by default: measured slower on the development host, see native/linear.c). */
+/** Allocations of at least this many bytes are advised onto transparent huge pages while the native `huge` knob is on
+ * (hugePages below). */
 const HUGE_ALLOC_BYTES = 4 << 20;
 
 /** A zeroed Float32Array of n elements whose first element sits on a 64-byte (cache line) boundary, so that

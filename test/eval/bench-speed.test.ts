@@ -4,7 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomPrompts, runSpeedBench, speedChart, speedMarkdown } from '../../src/eval/bench-speed.ts';
+import { randomPrompts, runSpeedBench, speedChart, speedJson, speedMarkdown } from '../../src/eval/bench-speed.ts';
+import { hugePages } from '../../src/tensor/native.ts';
 import { randomModels } from '../../src/eval/random-model.ts';
 import { predictSpeedup } from '../../src/eval/roofline.ts';
 import { screensOutput } from '../../src/decode/screen.ts';
@@ -36,6 +37,9 @@ test('runSpeedBench: every (batch, k) measured, AR speedup 1, predictions from t
   }
   assert.equal(r.screenedOutput, screensOutput(pflm.decoder()));
   assert.equal(speedMarkdown(r).includes('output layer is screened'), r.screenedOutput);
+  assert.equal(r.hugePages, hugePages());
+  assert.ok(speedMarkdown(r).includes(`transparent huge pages ${r.hugePages ? 'on' : 'off'}`));
+  assert.equal((speedJson(r) as { hugePages: boolean }).hugePages, r.hugePages);
   assert.ok(speedMarkdown(r).includes('| 3 | PFLM k=3 |'));
   assert.ok(speedChart(r).includes('k=3 predicted'));
   assert.throws(() => runSpeedBench({ ar: ar.decoder(), pflm: pflm.decoder(), description: 't' }, {
