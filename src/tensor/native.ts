@@ -295,7 +295,8 @@ export function hugePages(on?: boolean): boolean {
 }
 
 /** For processes that only decode (generate, serve, the speed and quality benchmarks): huge pages on, unless
- * KFORCE_LIN_HUGE says otherwise (set and not empty: left as the knob read it). Call before the model is loaded, so that its buffers are placed on them. Returns whether they are on. */
+ * KFORCE_LIN_HUGE says otherwise (set and not empty: left as the knob read it). Call before the model is loaded, so
+ * that its buffers are placed on them. Returns whether they are on. */
 export function preferHugePagesForDecoding(env: NodeJS.ProcessEnv = process.env): boolean {
   const set = env.KFORCE_LIN_HUGE;
   if (set !== undefined && set !== '') return hugePages();
@@ -309,7 +310,7 @@ export function cacheLineOffset(a: Float32Array): number | null {
 }
 
 /** Allocations of at least this many bytes are advised onto transparent huge pages while the native `huge` knob is on
- * (hugePages below). */
+ * (hugePages above). */
 const HUGE_ALLOC_BYTES = 4 << 20;
 
 /** A zeroed Float32Array of n elements whose first element sits on a 64-byte (cache line) boundary, so that
