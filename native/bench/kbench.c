@@ -1,6 +1,7 @@
 // Stand-alone C driver of the native kernels (no Node): the same measurements as src/eval/bench-kernels.ts, for
 // tuning on machines without Node or on quiet hosts. Build: see native/bench/build.sh. Not part of the addon.
-//   kbench [shapes|decode|all] [rows,...] | kbench screen [rows,...] | kbench ab ... | kbench abdecode ... | kbench peak
+//   kbench [shapes|decode|all] [rows,...] | kbench screen [rows,...] | kbench ab ... | kbench abdecode ... |
+//   kbench overlap [MB] [prefetch bytes] [hint] | kbench peak
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,9 @@ static int ab(int argc, char **argv) {
 }
 
 // kbench abdecode rows knob v1,v2,...: decode passes over the official weights, alternating knob values.
-// KB_SHAPES=4: the block matrices only (no output layer); KB_REPS=n: n alternations (default 12, at most 64).
+// Environment: KB_SHAPES=n / KB_FIRST=f: the shapes [f, n) of QKV, attention output, MLP up, MLP down, output layer
+// (KB_SHAPES=4: the blocks only; KB_FIRST=3 KB_SHAPES=4: MLP down only); KB_ONE=N: one K = 768 matrix of N rows
+// instead (110592: the blocks' bytes); KB_REPS=n: n alternations (default 12, at most 64).
 static int abdecode(int argc, char **argv) {
   if (argc < 5) return fprintf(stderr, "usage: kbench abdecode rows knob v1,v2,...\n"), 2;
   size_t rows = atoi(argv[2]);
@@ -76,7 +79,7 @@ static int abdecode(int argc, char **argv) {
   int nv = 0;
   for (char *p = strtok(argv[4], ","); p && nv < 16; p = strtok(NULL, ",")) vals[nv++] = atol(p);
   mat ms[5] = {{2304, 768, 0, 12}, {768, 768, 0, 12}, {3072, 768, 1, 12}, {768, 3072, 1, 12}, {50258, 768, 1, 1}};
-  if (getenv("KB_ONE") && atol(getenv("KB_ONE")) > 0) { // KB_ONE=N: one K = 768 matrix of N rows (110592: the blocks)
+  if (getenv("KB_ONE") && atol(getenv("KB_ONE")) > 0) {
     ms[0] = (mat){(size_t)atol(getenv("KB_ONE")), 768, 0, 1};
     ms[1].count = ms[2].count = ms[3].count = ms[4].count = 0;
   }
@@ -85,9 +88,10 @@ static int abdecode(int argc, char **argv) {
   int nw = 0;
   double bytes = 0;
   const int hk = !strcmp(argv[3], "thp"); // pseudo knob: 0 weights on 4 KB pages, 1 on huge pages
-  int nm = getenv("KB_SHAPES") ? atoi(getenv("KB_SHAPES")) : 5; // KB_SHAPES=4: the blocks only
-  if (nm < 1 || nm > 5) nm = 5;
-  const int first = getenv("KB_FIRST") ? atoi(getenv("KB_FIRST")) : 0; // KB_FIRST=3 KB_SHAPES=4: MLP down only
+  const int nm = getenv("KB_SHAPES") ? atoi(getenv("KB_SHAPES")) : 5;
+  const int first = getenv("KB_FIRST") ? atoi(getenv("KB_FIRST")) : 0;
+  if (nm < 1 || nm > 5 || first < 0 || first >= nm)
+    return fprintf(stderr, "kbench abdecode: need 0 <= KB_FIRST < KB_SHAPES <= 5, got %d and %d\n", first, nm), 2;
   for (int m = first; m < nm; m++)
     for (int c = 0; c < ms[m].count; c++) {
       if (hk) {
@@ -104,14 +108,13 @@ static int abdecode(int argc, char **argv) {
   float *x = fill(512 * 3072, 5), *y = fill(512 * 50258, 6);
   size_t bwn = (512u << 20) / 4;
   float *big = fill(bwn, 1);
-  int reps = getenv("KB_REPS") ? atoi(getenv("KB_REPS")) : 12;
-  if (reps < 1 || reps > 64) reps = 12;
+  const int reps = getenv("KB_REPS") ? atoi(getenv("KB_REPS")) : 12;
+  if (reps < 1 || reps > 64) return fprintf(stderr, "kbench abdecode: KB_REPS must be in [1, 64], got %d\n", reps), 2;
   static double t[16][64], bwv[64];
   for (int r = -1; r < reps; r++) {
     bwv[r < 0 ? 0 : r] = kf_read_bandwidth(big, bwn, 1);
     // The first pass after the bandwidth reading runs slower (the same variant first and third: 2.19 vs 1.82 ms on the
-    // twelve QKV matrices, 0.92 vs 0.57 on the twelve 768 x 768 ones), so the variant that
-    // goes first rotates from rep to rep.
+    // twelve QKV matrices, 0.92 vs 0.57 on the twelve 768 x 768 ones), so the variant that goes first rotates.
     for (int vi = 0; vi < nv; vi++) {
       const int v = (vi + (r < 0 ? 0 : r)) % nv;
       if (!hk) kf_linear_knob(argv[3], vals[v]);
@@ -262,9 +265,12 @@ static void ov_task(void *p, int tid, int nt) {
 static int overlap(int argc, char **argv) {
   size_t mb = argc > 2 ? (size_t)atoi(argv[2]) : 340;
   ov_job j = {0};
-  j.pfd = argc > 3 ? (size_t)atoi(argv[3]) : 8192;
+  const long pfd = argc > 3 ? atol(argv[3]) : 8192;
   j.hint = argc > 4 ? atoi(argv[4]) : 2;
   if (mb < 8 || mb > 4096) return fprintf(stderr, "kbench overlap: MB must be in [8, 4096]\n"), 2;
+  if (pfd < 0 || pfd > (1 << 20)) return fprintf(stderr, "kbench overlap: prefetch bytes must be in [0, 1 MiB]\n"), 2;
+  if (j.hint != 0 && j.hint != 2) return fprintf(stderr, "kbench overlap: hint is 0 (T0) or 2 (NTA)\n"), 2;
+  j.pfd = (size_t)pfd;
   j.lines = (mb << 20) / 64 / 2 / 144 * 144;
   j.w = fill(j.lines * 2 * 16, 11);
   for (int t = 0; t < 2; t++) { j.x[t] = fill(8 * OV_K, 12 + t); j.hot[t] = fill((256u << 10) / 4, 14 + t); }
