@@ -55,6 +55,9 @@ static long knob_hint0 = 0;        // grouped path, group 0 prefetch: 0 T0, 1 T1
 static long knob_hint1 = 1;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA, 3 none
 static long knob_xbudget = 24;     // grouped path: KiB of L1 for one group's x chunk
 static long knob_huge = 0;         // 1: weights and large buffers on transparent huge pages (see kf_huge_collapse)
+static long knob_pf_back = 64;     // grouped path, group 0: prefetch the next tile this many floats behind the same k
+                                   // (the tile's own rows at the start); 0: the next tile at the same k, D tiles ahead
+                                   // (pf_few); 32-96 measured alike, 16 and 128 a little slower
 static long knob_tail = 4;         // grouped path: the last block of each thread is cut into this many pieces (1: not)
 static int knobs_read = 0;
 
@@ -62,7 +65,7 @@ static const struct { const char *name; long *v; } knobs[] = {
   {"pf_bytes", &knob_pf_bytes}, {"block_few", &knob_block_few}, {"block_grp", &knob_block_grp},
   {"block_many", &knob_block_many}, {"kc", &knob_kc}, {"mb", &knob_mb}, {"grp_max", &knob_grp_max}, {"tiles34", &knob_tiles34},
   {"pf_few", &knob_pf_few}, {"pf_rows", &knob_pf_rows}, {"hint0", &knob_hint0}, {"hint1", &knob_hint1}, {"xbudget", &knob_xbudget},
-  {"huge", &knob_huge}, {"tail", &knob_tail},
+  {"huge", &knob_huge}, {"tail", &knob_tail}, {"pf_back", &knob_pf_back},
 };
 
 static void read_knobs(void) {
@@ -210,8 +213,11 @@ static const tile_fn tiles_nopf[NR_T][MR_T] = {
 // Rows are cut into G balanced groups of <= 8 (G = 1 for M <= 8). Every group walks a block of weight rows with an
 // NR x MR register tile (NR*MR <= 24 accumulators: w loaded once per MR x rows, x once per NR weight rows), K cut into
 // chunks so that the group's x chunk stays in L1 (the MLP down-projection has K = 3072: 8 x rows are 96 KB). Group 0
-// streams the block from DRAM with software prefetch D tiles ahead in its own consumption order (continuing into the
-// thread's next block); groups 1.. find the block in L2 and spread prefetches of the thread's next block over their
+// streams the block from DRAM with software prefetch in its own consumption order (continuing into the thread's next
+// block): by default the next tile a little behind the k being read (KFORCE_LIN_PF_BACK floats; during a tile's first
+// few k steps, its own rows further on). Exactly the same k of the next tile, as until session 14, ran the 8-row
+// pass over the block matrices 27% slower (kbench abdecode 8 pf_back 0,64: 8.99 vs 6.55 ms), a cliff between 47 and
+// 48 k steps ahead whose cause is not known (the distance alone, 46 vs 48 steps, does not explain it); groups 1.. find the block in L2 and spread prefetches of the thread's next block over their
 // passes, so that the DRAM stream runs under the compute of the other groups instead of after it.
 
 #define GMAX 8        // x rows per group
@@ -222,7 +228,7 @@ enum { H_T0 = 0, H_T1 = 1, H_NTA = 2, H_COUNT = 3 };
 // step s, lines pf + s * pj + i * ps for i < np (np <= NR).
 KF_INLINE void gtile(const int NR, const int MR, const int HINT, const float *x, const float *w, const float *bias,
                      float *out, size_t K, size_t N, size_t k0, size_t k1, const char *pf, size_t ps, size_t pj,
-                     int np, __m512 *park, int mode) {
+                     int np, __m512 *park, int mode, size_t lead) {
   __m512 acc[32];
   if (mode & T_FIRST) {
 #pragma GCC unroll 32
@@ -236,14 +242,26 @@ KF_INLINE void gtile(const int NR, const int MR, const int HINT, const float *x,
     __m512 wv[8];
 #pragma GCC unroll 16
     for (int ni = 0; ni < NR; ni++) wv[ni] = _mm512_loadu_ps(w + ni * K + k);
+    const char *pa = pf;
+    size_t pst = ps;
+    int pn = np;
+    if (lead) {
+      if (k + lead < k1) {
+        pa = (const char *)(w + k + lead);
+        pst = K * sizeof(float);
+        pn = NR;
+      } else {
+        pa = pf + (k + lead - k1) / 16 * pj;
+      }
+    }
 #pragma GCC unroll 16
     for (int i = 0; i < NR; i++)
-      if (i < np) {
-        if (HINT == H_T0) _mm_prefetch(pf + i * ps, _MM_HINT_T0);
-        else if (HINT == H_T1) _mm_prefetch(pf + i * ps, _MM_HINT_T1);
-        else _mm_prefetch(pf + i * ps, _MM_HINT_NTA);
+      if (i < pn) {
+        if (HINT == H_T0) _mm_prefetch(pa + i * pst, _MM_HINT_T0);
+        else if (HINT == H_T1) _mm_prefetch(pa + i * pst, _MM_HINT_T1);
+        else _mm_prefetch(pa + i * pst, _MM_HINT_NTA);
       }
-    pf += pj;
+    if (!lead) pf += pj;
 #pragma GCC unroll 16
     for (int ni = 0; ni < NR; ni++) KF_IN_REG(wv[ni]);
 #pragma GCC unroll 8
@@ -293,12 +311,12 @@ KF_INLINE void gtile(const int NR, const int MR, const int HINT, const float *x,
 }
 
 typedef void (*gtile_fn)(const float *, const float *, const float *, float *, size_t, size_t, size_t, size_t,
-                         const char *, size_t, size_t, int, __m512 *, int);
+                         const char *, size_t, size_t, int, __m512 *, int, size_t);
 #define DEF_GTILE_H(NR, MR, H)                                                                                      \
   static void gtile_##NR##_##MR##_##H(const float *x, const float *w, const float *b, float *o, size_t K, size_t N, \
                                       size_t k0, size_t k1, const char *pf, size_t ps, size_t pj, int np,           \
-                                      __m512 *park, int mode) {                                                     \
-    gtile(NR, MR, H, x, w, b, o, K, N, k0, k1, pf, ps, pj, np, park, mode);                                         \
+                                      __m512 *park, int mode, size_t lead) {                                        \
+    gtile(NR, MR, H, x, w, b, o, K, N, k0, k1, pf, ps, pj, np, park, mode, lead);                                   \
   }
 #define DEF_GTILE(NR, MR) DEF_GTILE_H(NR, MR, 0) DEF_GTILE_H(NR, MR, 1) DEF_GTILE_H(NR, MR, 2)
 #define GT_ROW(NR, MR) {gtile_##NR##_##MR##_0, gtile_##NR##_##MR##_1, gtile_##NR##_##MR##_2}
@@ -386,7 +404,7 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
     size_t D = 1;
     if (g == 0) {
       const size_t pfb = knob_pf_few > 0 ? (size_t)knob_pf_few : 1; // <= 0: no software prefetch
-      D = (pfb + nr * kc * sizeof(float) - 1) / (nr * kc * sizeof(float));
+      D = knob_pf_back > 0 ? 1 : (pfb + nr * kc * sizeof(float) - 1) / (nr * kc * sizeof(float));
     } else if (g == 1 && knob_hint1 < H_COUNT) {
       if (*nxt == NO_BLOCK) *nxt = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
       if (*nxt < j->nblocks) {
@@ -446,11 +464,14 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
         __m512 *pk = park ? park + t * nr * mr : NULL;
         const float *b = j->bias ? j->bias + n : NULL;
         if (rows == nr) {
-          fm(x, j->w + n * K, b, o + n, K, N, k0, k1, pf ? pf : (const char *)j->w, ps, pj, pf ? np : 0, pk, mode);
+          const size_t span = k1 - k0, back = (size_t)knob_pf_back;
+          const size_t lead = g == 0 && knob_pf_back > 0 && knob_pf_few > 0 && (long)mr >= knob_pf_rows
+                                  ? (span > back + 16 ? span - back : 16) : 0;
+          fm(x, j->w + n * K, b, o + n, K, N, k0, k1, pf ? pf : (const char *)j->w, ps, pj, pf ? np : 0, pk, mode, lead);
         } else {
           for (size_t i = 0; i < rows; i++)
             ft(x, j->w + (n + i) * K, b ? b + i : NULL, o + n + i, K, N, k0, k1, (const char *)j->w, 64, 0, 0,
-               pk ? pk + i * mr : NULL, mode);
+               pk ? pk + i * mr : NULL, mode, 0);
         }
       }
     }
