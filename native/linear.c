@@ -52,7 +52,9 @@ static long knob_pf_few = 8192;    // grouped path: prefetch distance (bytes of 
 static long knob_pf_rows = 3;      // grouped path: software prefetch only for groups of at least this many rows (the
                                    // hardware prefetchers alone stream 1-2 rows faster, measured)
 static long knob_hint0 = 0;        // grouped path, group 0 prefetch: 0 T0, 1 T1, 2 NTA
-static long knob_hint1 = 1;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA, 3 none
+static long knob_hint1 = 3;        // grouped path, next-block prefetch by groups 1..: 0 T0, 1 T1, 2 NTA, 3 none
+                                   // (3 since session 14: the prefetches stall the groups' compute more than they
+                                   // save; kbench abdecode 16 hint1 1,3: 12.49 vs 11.01 ms, 10-32 rows 4-12% faster)
 static long knob_xbudget = 24;     // grouped path: KiB of L1 for one group's x chunk
 static long knob_huge = 0;         // 1: weights and large buffers on transparent huge pages (see kf_huge_collapse)
 static long knob_pf_back = 64;     // grouped path, group 0: prefetch the next tile this many floats behind the same k
@@ -217,8 +219,12 @@ static const tile_fn tiles_nopf[NR_T][MR_T] = {
 // block): by default the next tile a little behind the k being read (KFORCE_LIN_PF_BACK floats; during a tile's first
 // few k steps, its own rows further on). Exactly the same k of the next tile, as until session 14, ran the 8-row
 // pass over the block matrices 27% slower (kbench abdecode 8 pf_back 0,64: 8.99 vs 6.55 ms), a cliff between 47 and
-// 48 k steps ahead whose cause is not known (the distance alone, 46 vs 48 steps, does not explain it); groups 1.. find the block in L2 and spread prefetches of the thread's next block over their
-// passes, so that the DRAM stream runs under the compute of the other groups instead of after it.
+// 48 k steps ahead whose cause is not known (the distance alone, 46 vs 48 steps, does not explain it). Groups 1..
+// find the block in L2. They can also spread prefetches of the thread's next block over their passes (KFORCE_LIN_HINT1
+// 0-2), meant to run the DRAM stream under their compute, but their passes stall on them more than group 0 gains
+// (timed per group with rdtsc, 16 rows over the block matrices, session 14: without them group 0 8.1 ms and group 1
+// 4.8; with them 6.2 and 8.9; our guess: software prefetches that miss hold L1 miss buffers), so they are off by
+// default since session 14. With two or more groups the weight stream therefore idles during groups 1..
 
 #define GMAX 8        // x rows per group
 #define GROUPS_MAX 8  // groups per call: the grouped path takes at most GROUPS_MAX * GMAX rows

@@ -143,11 +143,14 @@ test('results do not depend on the number of threads or on huge pages', { skip }
     wl.set(r(768 * 3072));
     const xl = r(3 * 768), ol = new Float32Array(3 * 3072);
     b.linear(ol, xl, wl.subarray(0, 768 * 3072), null, 3, 768, 3072);
-    // 8 rows against the same bytes as 768 x 3072 (K chunked): the decode tile whose prefetch KFORCE_LIN_PF_BACK moves.
-    const xm = r(8 * 3072), om = new Float32Array(8 * 768);
-    b.linear(om, xm, wl.subarray(0, 768 * 3072), null, 8, 3072, 768);
+    // 8 and 16 rows against the same bytes as 768 x 3072 (K chunked): the decode tiles whose prefetch
+    // KFORCE_LIN_PF_BACK and KFORCE_LIN_HINT1 move (16 rows: two groups, the second one's next-block prefetch).
+    const xm = r(16 * 3072), om = new Float32Array(16 * 768);
+    b.linear(om, xm.subarray(0, 8 * 3072), wl.subarray(0, 768 * 3072), null, 8, 3072, 768);
+    const om16 = new Float32Array(16 * 768);
+    b.linear(om16, xm, wl.subarray(0, 768 * 3072), null, 16, 3072, 768);
     const h = createHash('sha256');
-    for (const a of [out, ao, lse, g, ol, om, lo, lm, ls, rq]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    for (const a of [out, ao, lse, g, ol, om, om16, lo, lm, ls, rq]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
     h.update(String(b.sumSquares(big)));
     process.stdout.write(h.digest('hex'));`;
   const run = (env: Record<string, string>) => {
@@ -162,11 +165,13 @@ test('results do not depend on the number of threads or on huge pages', { skip }
   assert.equal(one, two);
   // Transparent huge pages (off by default) move memory, never values; neither does cutting the threads' last blocks
   // into pieces (KFORCE_LIN_TAIL, default 4) or not (1), nor where the decode tiles prefetch (KFORCE_LIN_PF_BACK:
-  // 0 the next tile at the same k, 64 the default, 2000 more than a whole chunk).
+  // 0 the next tile at the same k, 64 the default, 2000 more than a whole chunk; KFORCE_LIN_HINT1=1, the second group
+  // prefetching the next block, off by default since session 14).
   assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_HUGE: '1' }), one);
   assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_TAIL: '1' }), one);
   assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_TAIL: '7' }), one);
   for (const back of ['0', '2000']) assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_PF_BACK: back }), one);
+  assert.equal(run({ KFORCE_THREADS: '2', KFORCE_LIN_HINT1: '1' }), one);
 });
 
 test('attention at head dim 64: the batched chunk update gives the bits of the one-unit-at-a-time update', { skip }, () => {
