@@ -231,7 +231,8 @@ static const tile_fn tiles_nopf[NR_T][MR_T] = {
 enum { H_T0 = 0, H_T1 = 1, H_NTA = 2, H_COUNT = 3 };
 
 // One group tile: NR weight rows x MR x rows over k in [k0, k1). Accumulator slot a = mi * NR + ni. Prefetch: at
-// step s, lines pf + s * pj + i * ps for i < np (np <= NR).
+// step s, lines pf + s * pj + i * ps for i < np (np <= NR). With lead > 0 (floats) the step at k prefetches its own
+// rows at k + lead while that is below k1, then the tile at pf (rows ps apart) at k + lead - k1 from its start.
 KF_INLINE void gtile(const int NR, const int MR, const int HINT, const float *x, const float *w, const float *bias,
                      float *out, size_t K, size_t N, size_t k0, size_t k1, const char *pf, size_t ps, size_t pj,
                      int np, __m512 *park, int mode, size_t lead) {
