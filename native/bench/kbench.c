@@ -71,7 +71,8 @@ static int ab(int argc, char **argv) {
 // kbench abdecode rows knob v1,v2,...: decode passes over the official weights, alternating knob values.
 // Environment: KB_SHAPES=n / KB_FIRST=f: the shapes [f, n) of QKV, attention output, MLP up, MLP down, output layer
 // (KB_SHAPES=4: the blocks only; KB_FIRST=3 KB_SHAPES=4: MLP down only); KB_ONE=N: one K = 768 matrix of N rows
-// instead (110592: the blocks' bytes); KB_REPS=n: n alternations (default 12, at most 64).
+// instead (110592: the blocks' bytes; KB_ONE_K=K: of K columns instead of 768); KB_REPS=n: n alternations (default
+// 12, at most 64).
 static int abdecode(int argc, char **argv) {
   if (argc < 5) return fprintf(stderr, "usage: kbench abdecode rows knob v1,v2,...\n"), 2;
   size_t rows = atoi(argv[2]);
@@ -80,7 +81,9 @@ static int abdecode(int argc, char **argv) {
   for (char *p = strtok(argv[4], ","); p && nv < 16; p = strtok(NULL, ",")) vals[nv++] = atol(p);
   mat ms[5] = {{2304, 768, 0, 12}, {768, 768, 0, 12}, {3072, 768, 1, 12}, {768, 3072, 1, 12}, {50258, 768, 1, 1}};
   if (getenv("KB_ONE") && atol(getenv("KB_ONE")) > 0) {
-    ms[0] = (mat){(size_t)atol(getenv("KB_ONE")), 768, 0, 1};
+    const long ok = getenv("KB_ONE_K") ? atol(getenv("KB_ONE_K")) : 768;
+    if (ok < 16 || ok > 3072) return fprintf(stderr, "kbench abdecode: KB_ONE_K must be in [16, 3072], got %ld\n", ok), 2;
+    ms[0] = (mat){(size_t)atol(getenv("KB_ONE")), (size_t)ok, 0, 1};
     ms[1].count = ms[2].count = ms[3].count = ms[4].count = 0;
   }
   float *W[64], *B[64], *WH[64];
