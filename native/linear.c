@@ -434,6 +434,10 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
     for (size_t c = 0; c < C; c++) {
       const size_t k0 = c * kc, k1 = k0 + kc < K ? k0 + kc : K;
       const int mode = (c == 0 ? T_FIRST : 0) | (c == C - 1 ? T_LAST : 0);
+      // Group 0's prefetch lead along this chunk (gtile): knob_pf_back floats short of the next tile's same k.
+      const size_t span = k1 - k0, back = (size_t)knob_pf_back;
+      const size_t lead = g == 0 && knob_pf_back > 0 && knob_pf_few > 0 && (long)mr >= knob_pf_rows
+                              ? (span > back + 16 ? span - back : 16) : 0;
       for (size_t t = 0; t < T; t++) {
         const size_t n = n0 + t * nr, rows = n1 - n < nr ? n1 - n : nr;
         const char *pf = NULL;
@@ -471,9 +475,6 @@ static void group_block(lin_job *j, const groups_t *gs, size_t n0, size_t n1, si
         __m512 *pk = park ? park + t * nr * mr : NULL;
         const float *b = j->bias ? j->bias + n : NULL;
         if (rows == nr) {
-          const size_t span = k1 - k0, back = (size_t)knob_pf_back;
-          const size_t lead = g == 0 && knob_pf_back > 0 && knob_pf_few > 0 && (long)mr >= knob_pf_rows
-                                  ? (span > back + 16 ? span - back : 16) : 0;
           fm(x, j->w + n * K, b, o + n, K, N, k0, k1, pf ? pf : (const char *)j->w, ps, pj, pf ? np : 0, pk, mode, lead);
         } else {
           for (size_t i = 0; i < rows; i++)
