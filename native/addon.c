@@ -170,6 +170,78 @@ static napi_value js_linear(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+// vpack(w: Float32Array [N*K], N, K, packed: Float32Array [vpackFloats(N, K)]) -> boolean: the lane-major copy of w that
+// linearVpacked reads (false: this build has no packed path, or K is not a multiple of 16).
+static napi_value js_vpack(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "vpack", 4)) return NULL;
+  size_t N = dim(&c, 1, "N"), K = dim(&c, 2, "K");
+  float *w = f32(&c, 0, "w", N * K, 0);
+  float *packed = f32(&c, 3, "packed", kf_vpack_floats(N, K), 0);
+  if (c.failed) return NULL;
+  if (overlaps(packed, kf_vpack_floats(N, K), w, N * K)) {
+    failf(&c, "packed must not overlap w");
+    return NULL;
+  }
+  napi_value r;
+  napi_get_boolean(env, N > 0 && K > 0 && kf_vpack(w, N, K, packed), &r);
+  return r;
+}
+
+// vpackFloats(N, K) -> number: the size of vpack's copy; vpackRows(M) -> boolean: whether M rows run faster from it.
+static napi_value js_vpack_floats(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "vpackFloats", 2)) return NULL;
+  size_t N = dim(&c, 0, "N"), K = dim(&c, 1, "K");
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_create_double(env, (double)kf_vpack_floats(N, K), &r);
+  return r;
+}
+
+static napi_value js_vpack_rows(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "vpackRows", 1)) return NULL;
+  size_t M = dim(&c, 0, "M");
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_get_boolean(env, kf_linear_vpacked_rows(M), &r);
+  return r;
+}
+
+// linearVpacked(out, x, packed, bias|null, M, K, N[, activation]): linear's result for 1-64 rows from vpack's copy.
+static napi_value js_linear_vpacked(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "linearVpacked", 7)) return NULL;
+  size_t M = dim(&c, 4, "M"), K = dim(&c, 5, "K"), N = dim(&c, 6, "N");
+  int act = KF_ACT_NONE;
+  if (c.argc > 7 && !is_nullish(&c, 7)) {
+    char buf[16] = {0};
+    size_t n = 0;
+    if (napi_get_value_string_utf8(env, c.argv[7], buf, sizeof buf, &n) != napi_ok || strcmp(buf, "gelu_tanh") != 0) {
+      failf(&c, "activation must be 'gelu_tanh' or null");
+      return NULL;
+    }
+    act = KF_ACT_GELU_TANH;
+  }
+  if (!c.failed && (M < 1 || M > 64)) failf(&c, "M must be in [1, 64], got %zu", M);
+  if (!c.failed && (K == 0 || K % 16 != 0)) failf(&c, "K must be a positive multiple of 16, got %zu", K);
+  float *out = f32(&c, 0, "out", M * N, 0), *x = f32(&c, 1, "x", M * K, 0);
+  float *packed = f32(&c, 2, "packed", kf_vpack_floats(N, K), 0), *bias = f32(&c, 3, "bias", N, 1);
+  if (c.failed) return NULL;
+  if (!kf_vpack_supported()) {
+    failf(&c, "this build has no packed path (it needs AVX-512)");
+    return NULL;
+  }
+  if (overlaps(out, M * N, x, M * K) || overlaps(out, M * N, packed, kf_vpack_floats(N, K)) ||
+      overlaps(out, M * N, bias, N)) {
+    failf(&c, "out must not overlap x, packed or bias");
+    return NULL;
+  }
+  kf_linear_vpacked(out, x, packed, bias, M, K, N, act);
+  return undef(env);
+}
+
 // blasLinear(out, x, w, M, K, N) -> boolean (false without BLAS)
 static napi_value js_blas_linear(napi_env env, napi_callback_info info) {
   call c;
@@ -806,7 +878,8 @@ NAPI_MODULE_INIT() {
     const char *name;
     napi_callback fn;
   } fns[] = {
-    {"linear", js_linear}, {"adviseHuge", js_advise_huge}, {"hugePages", js_huge_pages}, {"blasLinear", js_blas_linear}, {"gemm", js_gemm}, {"layerNorm", js_layernorm},
+    {"linear", js_linear}, {"vpack", js_vpack}, {"vpackFloats", js_vpack_floats}, {"vpackRows", js_vpack_rows},
+    {"linearVpacked", js_linear_vpacked}, {"adviseHuge", js_advise_huge}, {"hugePages", js_huge_pages}, {"blasLinear", js_blas_linear}, {"gemm", js_gemm}, {"layerNorm", js_layernorm},
     {"layerNormBackward", js_layernorm_backward}, {"gelu", js_gelu}, {"geluBackward", js_gelu_backward},
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},

@@ -61,13 +61,17 @@ static long knob_pf_back = 64;     // grouped path, group 0: prefetch the next t
                                    // (the tile's own rows at the start); 0: the next tile at the same k, D tiles ahead
                                    // (pf_few); 32-96 measured alike, 16 and 128 a little slower
 static long knob_tail = 4;         // grouped path: the last block of each thread is cut into this many pieces (1: not)
+static long knob_vp = 1;           // 0: kf_linear_vpacked_rows says no for every row count (the packed path off)
+static long knob_vpd = 1024;       // packed path: software prefetch this many floats ahead on the weight stream
+                                   // (measured, 32 rows over the block matrices: 0 27.9 ms, 512 18.3, 1024 17.2,
+                                   // 2048 17.8, 4096 18.2)
 static int knobs_read = 0;
 
 static const struct { const char *name; long *v; } knobs[] = {
   {"pf_bytes", &knob_pf_bytes}, {"block_few", &knob_block_few}, {"block_grp", &knob_block_grp},
   {"block_many", &knob_block_many}, {"kc", &knob_kc}, {"mb", &knob_mb}, {"grp_max", &knob_grp_max}, {"tiles34", &knob_tiles34},
   {"pf_few", &knob_pf_few}, {"pf_rows", &knob_pf_rows}, {"hint0", &knob_hint0}, {"hint1", &knob_hint1}, {"xbudget", &knob_xbudget},
-  {"huge", &knob_huge}, {"tail", &knob_tail}, {"pf_back", &knob_pf_back},
+  {"huge", &knob_huge}, {"tail", &knob_tail}, {"pf_back", &knob_pf_back}, {"vp", &knob_vp}, {"vpd", &knob_vpd},
 };
 
 static void read_knobs(void) {
@@ -503,6 +507,221 @@ static void group_task(void *p, int tid, int nt) {
   }
 }
 
+
+// ---- 9 to 64 rows from a lane-major packed copy of the weights (kf_vpack, kf_linear_vpacked) ----------------------
+//
+// The grouped path reads each weight block from DRAM once but computes it once per group of 8 rows, so with several
+// groups the DRAM stream idles while groups 1.. compute from L2 (a 32-row pass costs about the 8-row pass plus three
+// 8-row passes in cache). Here the x rows lie across the vector lanes instead (xT, 16 V rows, zero-padded) and each
+// weight is broadcast to all of them: every weight is read once per call for all rows, and the stream runs under
+// the compute. The arithmetic contract is kept, so the bits are the dot form's: for each output, the 16 lane
+// accumulators of the dot form (k = 16 j + l) become 16 passes over a tile (pass l walks j in ascending order for
+// lane l), parked between passes and reduced by the same tree, then bias.
+// A pass uses one float of each 64-byte line of a weight row, so on the row-major weights a tile's rows had to stay
+// in L1 across its 16 passes, and rows K floats apart crowd a few L1 sets: that version ran slower than the grouped
+// path (RESULTS.md, session 15; docs/experiments/vertical-linear.patch). The packed copy puts each pass's weights in
+// one sequential stream: tile t of 12 weight rows, lane l, step j, row ni at packed[((t * 16 + l) * K / 16 + j) * 12
+// + ni], each float read once, prefetched VPD floats ahead; xT uses the same lane-major row order.
+#define VP_NN 12
+
+size_t kf_vpack_floats(size_t N, size_t K) { return (N + VP_NN - 1) / VP_NN * VP_NN * K; }
+
+// 16x16 transpose in registers: r[i] lane j <- r[j] lane i.
+KF_INLINE void vtrans16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+  }
+}
+
+int kf_vpack(const float *w, size_t N, size_t K, float *packed) {
+  if (K % 16) return 0;
+  const size_t J = K / 16, T = (N + VP_NN - 1) / VP_NN;
+  for (size_t t = 0; t < T; t++)
+    for (size_t jj = 0; jj < J; jj++) {
+      __m512 r[16];
+      for (size_t ni = 0; ni < 16; ni++) {
+        const size_t n = t * VP_NN + ni;
+        r[ni] = ni < VP_NN && n < N ? _mm512_loadu_ps(w + n * K + 16 * jj) : _mm512_setzero_ps();
+      }
+      vtrans16(r); // r[l] lane ni = w[t * 12 + ni][16 jj + l]
+      for (size_t l = 0; l < 16; l++)
+        _mm512_mask_storeu_ps(packed + ((t * 16 + l) * J + jj) * VP_NN, (__mmask16)0x0FFF, r[l]);
+    }
+  return 1;
+}
+
+// V row vectors (16 V rows) x one packed tile, all 16 passes; the lane results to park [16][12][V]. V = 3 and 4 run
+// each pass in two halves of 6 weight rows (18 and 24 accumulators), the second reading the pass's weights from L1.
+KF_INLINE void vp_tile(const int V, const float *xT, size_t xs, const float *pk, size_t J, __m512 *park, size_t pd) {
+  const int NH = V >= 3 ? 6 : VP_NN;
+  for (size_t l = 0; l < 16; l++) {
+    for (int h0 = 0; h0 < VP_NN; h0 += NH) {
+      const float *p = pk + l * J * VP_NN + h0;
+      const float *xr = xT + l * J * xs;
+      __m512 acc[24];
+#pragma GCC unroll 24
+      for (int a = 0; a < V * NH; a++) acc[a] = _mm512_setzero_ps();
+      for (size_t jj = 0; jj < J; jj++) {
+        if (pd && h0 == 0) _mm_prefetch((const char *)(p + pd), _MM_HINT_T0);
+        __m512 xv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+          xv[v] = _mm512_load_ps(xr + 16 * v);
+          KF_IN_REG(xv[v]);
+        }
+#pragma GCC unroll 12
+        for (int ni = 0; ni < NH; ni++) {
+          const __m512 wb = _mm512_set1_ps(p[ni]);
+#pragma GCC unroll 4
+          for (int v = 0; v < V; v++) acc[ni * V + v] = _mm512_fmadd_ps(xv[v], wb, acc[ni * V + v]);
+        }
+        p += VP_NN;
+        xr += xs;
+      }
+#pragma GCC unroll 12
+      for (int ni = 0; ni < NH; ni++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) park[(l * VP_NN + h0 + ni) * V + v] = acc[ni * V + v];
+    }
+  }
+}
+typedef void (*vp_tile_fn)(const float *, size_t, const float *, size_t, __m512 *, size_t);
+#define DEF_VP_TILE(V)                                                                                       \
+  static void vp_tile_##V(const float *xT, size_t xs, const float *pk, size_t J, __m512 *park, size_t pd) { \
+    vp_tile(V, xT, xs, pk, J, park, pd);                                                                     \
+  }
+DEF_VP_TILE(1) DEF_VP_TILE(2) DEF_VP_TILE(3) DEF_VP_TILE(4)
+static const vp_tile_fn vp_tiles[4] = {vp_tile_1, vp_tile_2, vp_tile_3, vp_tile_4};
+
+// The tree of kf_reduce16 over each (row vector, weight row)'s 16 parked lane results, then bias; rows [0, M) of out
+// at columns [n, n + nn).
+static void vp_finish(int V, const __m512 *park, const float *bias, float *out, size_t M, size_t N, size_t n, int nn) {
+  for (int v = 0; v < V; v++) {
+    __m512 col[16];
+    for (int ni = 0; ni < 16; ni++) col[ni] = _mm512_setzero_ps();
+    for (int ni = 0; ni < nn; ni++) {
+      __m512 p[8], q[4], r[2];
+#define VPARK(l) park[((l) * VP_NN + ni) * V + v]
+      for (int i = 0; i < 8; i++) p[i] = _mm512_add_ps(VPARK(i), VPARK(i + 8));
+#undef VPARK
+      for (int i = 0; i < 4; i++) q[i] = _mm512_add_ps(p[i], p[i + 4]);
+      for (int i = 0; i < 2; i++) r[i] = _mm512_add_ps(q[i], q[i + 2]);
+      __m512 sum = _mm512_add_ps(r[0], r[1]);
+      if (bias) sum = _mm512_add_ps(sum, _mm512_set1_ps(bias[n + ni]));
+      col[ni] = sum;
+    }
+    vtrans16(col); // col[m] = row 16 v + m, its outputs in lanes 0..nn-1
+    const __mmask16 om = (__mmask16)((1u << nn) - 1u);
+    for (int m = 0; m < 16 && (size_t)(16 * v + m) < M; m++) _mm512_mask_storeu_ps(out + (16 * v + m) * N + n, om, col[m]);
+  }
+}
+
+static __thread __m512 *vp_park;
+static __thread size_t vp_park_n;
+static __thread float *vp_xt;
+static __thread size_t vp_xt_n;
+
+typedef struct {
+  lin_job *j;
+  const float *packed;
+  float *xT;        // [K][Mp] in lane-major row order: x row k at (k % 16) * K / 16 + k / 16
+  size_t Mp;        // rows rounded up to 16
+  atomic_int ready; // threads done with their share of xT
+} vp_job;
+
+// Thread tid's share of xT (16-column blocks of K, interleaved between threads), 16x16 blocks in registers.
+static void vp_transpose(vp_job *vp, int tid, int nt) {
+  const lin_job *j = vp->j;
+  const size_t K = j->K, M = j->M, Mp = vp->Mp, J = K / 16;
+  for (size_t kb = (size_t)tid * 16; kb < K; kb += (size_t)nt * 16)
+    for (size_t m0 = 0; m0 < Mp; m0 += 16) {
+      __m512 r[16];
+      for (size_t i = 0; i < 16; i++) r[i] = m0 + i < M ? _mm512_loadu_ps(j->x + (m0 + i) * K + kb) : _mm512_setzero_ps();
+      vtrans16(r);
+      for (size_t c = 0; c < 16; c++) _mm512_store_ps(vp->xT + (c * J + kb / 16) * Mp + m0, r[c]);
+    }
+}
+
+static void vp_task(void *p, int tid, int nt) {
+  vp_job *vp = p;
+  lin_job *j = vp->j;
+  vp_transpose(vp, tid, nt);
+  // Every thread reads all of xT: wait for the others' shares.
+  atomic_fetch_add_explicit(&vp->ready, 1, memory_order_acq_rel);
+  while (atomic_load_explicit(&vp->ready, memory_order_acquire) < nt) _mm_pause();
+  const size_t K = j->K, N = j->N, M = j->M, J = K / 16, V = vp->Mp / 16;
+  const size_t pd = knob_vpd > 0 ? (size_t)knob_vpd : 0;
+  if (vp_park_n < 16 * VP_NN * V) {
+    free(vp_park);
+    vp_park = aligned_alloc(64, 16 * VP_NN * V * sizeof(__m512));
+    if (!vp_park) abort();
+    vp_park_n = 16 * VP_NN * V;
+  }
+  for (;;) {
+    size_t b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+    if (b >= j->nblocks) break;
+    size_t n0, n1;
+    kf_block_rows(&j->split, b, &n0, &n1); // multiples of 24 rows: tiles never straddle blocks
+    for (size_t n = n0; n < n1; n += VP_NN) {
+      vp_tiles[V - 1](vp->xT, vp->Mp, vp->packed + (n / VP_NN) * 16 * J * VP_NN, J, vp_park, pd);
+      vp_finish((int)V, vp_park, j->bias, j->out, M, N, n, n1 - n < VP_NN ? (int)(n1 - n) : VP_NN);
+    }
+    act_rows(j, 0, M, n0, n1);
+  }
+}
+
+int kf_vpack_supported(void) { return 1; }
+
+int kf_linear_vpacked_rows(size_t M) {
+  if (!knobs_read) read_knobs();
+  // Worth it where the rows fill their 16-row vectors: measured (session 15, the 48 block matrices streamed, 2
+  // threads) faster than the grouped path at 13-16, 28-32, 44-48 and 57-64 rows, slower at 9-12, 20-24, 36-40 and
+  // 52 rows, where the padding costs more than the grouped path's extra passes.
+  const size_t Mp = (M + 15) / 16 * 16;
+  return knob_vp != 0 && M >= 9 && M <= 64 && 8 * (Mp - M) <= Mp;
+}
+
+void kf_linear_vpacked(float *out, const float *x, const float *packed, const float *bias, size_t M, size_t K, size_t N,
+                       int act) {
+  if (!knobs_read) read_knobs();
+  if (M == 0 || N == 0) return;
+  lin_job j;
+  j.out = out; j.x = x; j.w = NULL; j.bias = bias; j.M = M; j.K = K; j.N = N; j.act = act;
+  const size_t Mp = (M + 15) / 16 * 16;
+  if (vp_xt_n < K * Mp) {
+    free(vp_xt);
+    vp_xt = aligned_alloc(64, K * Mp * sizeof(float));
+    if (!vp_xt) abort();
+    vp_xt_n = K * Mp;
+  }
+  j.split = kf_split_rows(N, K * sizeof(float), (size_t)(knob_block_grp > 0 ? knob_block_grp : 1) << 10, 24,
+                          knob_tail > 1 ? (size_t)knob_tail : 1);
+  j.nblocks = j.split.nblocks;
+  atomic_init(&j.next, 0);
+  vp_job vp = {&j, packed, vp_xt, Mp, 0};
+  kf_parallel(vp_task, &vp, j.nblocks > 1 ? KF_THREADS : 1);
+}
+
 // Rows [m0, m1) of x against weight rows [n0, n1) over k in [k0, k1). acc holds one 16-vector slot per
 // (x tile, weight quad) pair of this range when the K range is a chunk.
 static void lin_range(const lin_job *j, size_t m0, size_t m1, size_t n0, size_t n1, size_t k0, size_t k1,
@@ -551,6 +770,23 @@ static void lin_block(const lin_job *j, size_t n0, size_t n1, __m512 **scratch, 
 }
 
 #else // portable path: same arithmetic with explicit lane arrays, tiles of 1 weight row x up to 4 x rows
+
+// No packed path without AVX-512: kf_vpack says so, and kf_linear_vpacked_rows never picks it.
+int kf_vpack_supported(void) { return 0; }
+size_t kf_vpack_floats(size_t N, size_t K) { return (N + 11) / 12 * 12 * K; }
+int kf_vpack(const float *w, size_t N, size_t K, float *packed) {
+  (void)w; (void)N; (void)K; (void)packed;
+  return 0;
+}
+int kf_linear_vpacked_rows(size_t M) {
+  (void)M;
+  return 0;
+}
+void kf_linear_vpacked(float *out, const float *x, const float *packed, const float *bias, size_t M, size_t K, size_t N,
+                       int act) {
+  (void)out; (void)x; (void)packed; (void)bias; (void)M; (void)K; (void)N; (void)act;
+  abort(); // unreachable: the addon checks kf_vpack_supported first
+}
 
 static void lin_tile_c(const float *x, const float *w, const float *bias, float *out, size_t K, size_t N, int mr) {
   float acc[4][16];

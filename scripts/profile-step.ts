@@ -4,17 +4,19 @@
 // rows, once a step) next to the step's wall time. Rounds alternate AR and PFLM after a warm-up each.
 //
 //   npm run profile -- [--batch 1] [--tokens 122] [--k 4] [--rounds 3] [--temperature 1] [--small 1] [--top 16]
+//                      [--packed 1]
 //
-// (--small 1: a 2-block D=64 model instead, for tests.)
+// (--small 1: a 2-block D=64 model instead, for tests; --packed 0: without the packed weights of 9-64-row linears,
+// which the decoding commands turn on: `linearP` below.)
 // Needs the native addon. Timers add a few microseconds per call; compare runs of this script with each other, not
 // with `kforce bench speed`.
 import { generate } from '../src/decode/generate.ts';
 import { DECODE_REF } from '../src/eval/bench-engine.ts';
 import { randomModels } from '../src/eval/random-model.ts';
-import { nativeAddonExports } from '../src/tensor/native.ts';
+import { nativeAddonExports, packedLinears } from '../src/tensor/native.ts';
 
-function flags(argv: string[]): { batch: number; tokens: number; k: number; rounds: number; temperature: number; small: number; top: number } {
-  const o = { batch: 1, tokens: 122, k: 4, rounds: 3, temperature: 1, small: 0, top: 16 };
+function flags(argv: string[]): { batch: number; tokens: number; k: number; rounds: number; temperature: number; small: number; top: number; packed: number } {
+  const o = { batch: 1, tokens: 122, k: 4, rounds: 3, temperature: 1, small: 0, top: 16, packed: 1 };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, '');
     const v = Number(argv[i + 1]);
@@ -27,6 +29,7 @@ function flags(argv: string[]): { batch: number; tokens: number; k: number; roun
 const o = flags(process.argv.slice(2));
 const addon = nativeAddonExports();
 if (!addon) throw new Error('profile-step: the native addon is unavailable (npm run build:native)');
+packedLinears(o.packed !== 0);
 const timers = new Map<string, number>();
 const calls = new Map<string, number>();
 let on = false;
@@ -37,7 +40,8 @@ for (const [name, f] of Object.entries(addon)) {
     if (!on) return fn(...a);
     const t = performance.now();
     const r = fn(...a);
-    const key = name === 'linear' ? `linear ${String(a[5])}x${String(a[6])} m${String(a[4])}` : name;
+    const key = name === 'linear' || name === 'linearVpacked'
+      ? `${name === 'linear' ? 'linear' : 'linearP'} ${String(a[5])}x${String(a[6])} m${String(a[4])}` : name;
     timers.set(key, (timers.get(key) ?? 0) + performance.now() - t);
     calls.set(key, (calls.get(key) ?? 0) + 1);
     return r;

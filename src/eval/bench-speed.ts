@@ -7,7 +7,7 @@ import type { BatchDecoder, ModelConfig } from '../model/types.ts';
 import { generate } from '../decode/generate.ts';
 import { screensOutput } from '../decode/screen.ts';
 import { Rng } from '../tensor/rng.ts';
-import { hugePages } from '../tensor/native.ts';
+import { hugePages, packedLinears } from '../tensor/native.ts';
 import { median } from './metrics.ts';
 import { predictRun, type MachineRates, type RunPrediction } from './roofline.ts';
 import { markdownTable, num, textTable, type Cell } from './report.ts';
@@ -76,6 +76,8 @@ export interface SpeedReport {
   screenedOutput: boolean;
   /** Whether the native backend placed large buffers and weights on transparent huge pages (tensor/native.ts). */
   hugePages: boolean;
+  /** Whether the native linear ran 9-64-row calls from packed weight copies (tensor/native.ts packedLinears). */
+  packedLinears: boolean;
   results: SpeedResult[];
 }
 
@@ -198,7 +200,7 @@ export function runSpeedBench(models: SpeedModels, opts: SpeedOptions): SpeedRep
   }
   return {
     description: models.description, config: cfg, newTokens: N, promptLength: P, repeats, rates: rates!, rateSamples: samples,
-    screenedOutput: screened, hugePages: hugePages(), results,
+    screenedOutput: screened, hugePages: hugePages(), packedLinears: packedLinears(), results,
   };
 }
 
@@ -248,7 +250,8 @@ export function speedMarkdown(r: SpeedReport): string {
       ? '; the PFLM picks its tokens inside the step: its output layer is screened (int8 bounds on every logit, exact ' +
         'fp32 logits for the candidates only: the same tokens), and the roofline counts the int8 weights it reads.'
       : '.') +
-    ` Memory: transparent huge pages ${r.hugePages ? 'on' : 'off'} (KFORCE_LIN_HUGE; see tensor/native.ts hugePages).\n\n`;
+    ` Memory: transparent huge pages ${r.hugePages ? 'on' : 'off'} (KFORCE_LIN_HUGE; see tensor/native.ts hugePages);` +
+    ` packed weights for linears of 9-64 rows ${r.packedLinears ? 'on' : 'off'} (tensor/native.ts packedLinears).\n\n`;
   return head + markdownTable(HEADERS, rs);
 }
 
@@ -281,6 +284,7 @@ export function speedJson(r: SpeedReport): object {
     rateSamples: r.rateSamples.map((m) => ({ bandwidthGBs: m.bandwidth / 1e9, gemmGflops: m.flops / 1e9 })),
     screenedOutput: r.screenedOutput,
     hugePages: r.hugePages,
+    packedLinears: r.packedLinears,
     results: r.results.map((x) => ({
       batch: x.batch, k: x.k, tokensPerSecond: x.tokensPerSecond, speedup: x.speedup, predictedSpeedup: x.predictedSpeedup,
       predictedTokensPerSecond: x.predictedTokensPerSecond, seconds: x.seconds, passesPerToken: x.passesPerToken,

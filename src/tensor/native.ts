@@ -12,6 +12,11 @@ import { tsBackend } from './ts-backend.ts';
 interface Addon {
   linear(out: Float32Array, x: Float32Array, w: Float32Array, bias: Float32Array | null, M: number, K: number,
     N: number, activation: string | null): void;
+  vpack(w: Float32Array, N: number, K: number, packed: Float32Array): boolean;
+  vpackFloats(N: number, K: number): number;
+  vpackRows(M: number): boolean;
+  linearVpacked(out: Float32Array, x: Float32Array, packed: Float32Array, bias: Float32Array | null, M: number,
+    K: number, N: number, activation: string | null): void;
   blasLinear(out: Float32Array, x: Float32Array, w: Float32Array, M: number, K: number, N: number): boolean;
   gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, a: Float32Array,
     b: Float32Array, beta: number, c: Float32Array): void;
@@ -106,6 +111,68 @@ const isF64 = (a: FloatArray): a is Float64Array => a instanceof Float64Array;
 const f32 = (a: FloatArray): Float32Array => a as Float32Array;
 const f32n = (a: FloatArray | null): Float32Array | null => a as Float32Array | null;
 
+// ---- packed weights for 9-64 rows (native/linear.c kf_linear_vpacked) ------------------------------------------------
+// A lane-major copy of a weight matrix lets the linear kernel read every weight once for up to 64 rows (the grouped
+// path computes a block once per 8 rows while DRAM idles): measured 8-25% faster for 14-16, 28-32, 44-48 and 58-64
+// rows (RESULTS.md, session 15), with the same bits. The copies cost one more copy of every weight used at those row
+// counts, so they are off by default and the decoding commands turn them on (preferPackedLinearsForDecoding).
+// Copies are made on first use, keyed by the weight view; a copy is dropped when an optimizer step runs (adamw) and
+// remade when a few sampled weights no longer match it (weights overwritten some other way).
+let packedOn = false;
+let packedCopies = new WeakMap<Float32Array, { packed: Float32Array | null; probe: Float32Array }>();
+const PROBES = 8;
+const packedRowsCache: (boolean | undefined)[] = [];
+const packedCounts = { copies: 0, calls: 0 };
+
+/** How many packed copies were made and how many linear calls ran from one, since the process started. */
+export function packedLinearCounts(): { copies: number; calls: number } {
+  return { ...packedCounts };
+}
+
+function probeOf(w: Float32Array, out: Float32Array): Float32Array {
+  const n = w.length;
+  for (let i = 0; i < PROBES; i++) out[i] = w[Math.floor((i * (n - 1)) / (PROBES - 1))];
+  return out;
+}
+
+function sameProbe(w: Float32Array, probe: Float32Array): boolean {
+  const n = w.length;
+  for (let i = 0; i < PROBES; i++) {
+    const v = w[Math.floor((i * (n - 1)) / (PROBES - 1))];
+    if (!(v === probe[i] || (v !== v && probe[i] !== probe[i]))) return false; // NaN matches NaN
+  }
+  return true;
+}
+
+/** The packed copy of w [N, K] (made now if missing or stale), or null when this build or shape has none. */
+function packedCopy(addon: Addon, w: Float32Array, N: number, K: number): Float32Array | null {
+  const hit = packedCopies.get(w);
+  if (hit && sameProbe(w, hit.probe)) return hit.packed;
+  let packed: Float32Array | null = alignedFloat32(addon.vpackFloats(N, K));
+  if (!addon.vpack(w, N, K, packed)) packed = null;
+  else packedCounts.copies++;
+  packedCopies.set(w, { packed, probe: probeOf(w, new Float32Array(PROBES)) });
+  return packed;
+}
+
+/**
+ * The packed-weight path of the native `linear` for 9-64 rows (see above): `on` sets it, no argument reads it;
+ * false without the addon. Off by default; KFORCE_LIN_VP=0 keeps the kernel from ever choosing it.
+ */
+export function packedLinears(on?: boolean): boolean {
+  if (!loadAddon().addon) return false;
+  if (on !== undefined) {
+    packedOn = on;
+    if (!on) packedCopies = new WeakMap();
+  }
+  return packedOn;
+}
+
+/** For processes that only decode (generate, serve, the speed and quality benchmarks): packed weights on. */
+export function preferPackedLinearsForDecoding(): boolean {
+  return packedLinears(true);
+}
+
 function makeBackend(addon: Addon): Backend {
   const info = addon.info();
   return {
@@ -115,6 +182,14 @@ function makeBackend(addon: Addon): Backend {
 
     linear(out, x, w, bias, M, K, N, activation) {
       if (isF64(out)) return tsBackend.linear(out, x, w, bias, M, K, N, activation);
+      if (packedOn && M <= 64 && K % 16 === 0 && K > 0 && N > 0 && w.length === N * K &&
+        (packedRowsCache[M] ??= addon.vpackRows(M))) {
+        const packed = packedCopy(addon, f32(w), N, K);
+        if (packed) {
+          packedCounts.calls++;
+          return addon.linearVpacked(f32(out), f32(x), packed, f32n(bias), M, K, N, activation ?? null);
+        }
+      }
       addon.linear(f32(out), f32(x), f32(w), f32n(bias), M, K, N, activation ?? null);
     },
     gemm(transA, transB, M, N, K, alpha, a, b, beta, c) {
@@ -161,6 +236,7 @@ function makeBackend(addon: Addon): Backend {
       return addon.sumSquares(g);
     },
     adamw(params, grads, m, v, o) {
+      packedCopies = new WeakMap(); // the weights change: packed copies are stale
       addon.adamw(params, grads, m, v, o.decayMask, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, o.step, o.gradScale);
     },
   };

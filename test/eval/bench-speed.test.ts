@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomPrompts, runSpeedBench, speedChart, speedJson, speedMarkdown } from '../../src/eval/bench-speed.ts';
-import { hugePages } from '../../src/tensor/native.ts';
+import { hugePages, packedLinears } from '../../src/tensor/native.ts';
 import { randomModels } from '../../src/eval/random-model.ts';
 import { predictSpeedup } from '../../src/eval/roofline.ts';
 import { screensOutput } from '../../src/decode/screen.ts';
@@ -40,6 +40,9 @@ test('runSpeedBench: every (batch, k) measured, AR speedup 1, predictions from t
   assert.equal(r.hugePages, hugePages());
   assert.ok(speedMarkdown(r).includes(`transparent huge pages ${r.hugePages ? 'on' : 'off'}`));
   assert.equal((speedJson(r) as { hugePages: boolean }).hugePages, r.hugePages);
+  assert.equal(r.packedLinears, packedLinears());
+  assert.ok(speedMarkdown(r).includes(`packed weights for linears of 9-64 rows ${r.packedLinears ? 'on' : 'off'}`));
+  assert.equal((speedJson(r) as { packedLinears: boolean }).packedLinears, r.packedLinears);
   assert.ok(speedMarkdown(r).includes('| 3 | PFLM k=3 |'));
   assert.ok(speedChart(r).includes('k=3 predicted'));
   assert.throws(() => runSpeedBench({ ar: ar.decoder(), pflm: pflm.decoder(), description: 't' }, {

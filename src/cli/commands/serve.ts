@@ -8,7 +8,7 @@ import { recommendedPenalty } from '../../decode/sampling.ts';
 import { Tokenizer } from '../../train/tokenizer.ts';
 import { createServer } from '../../serve/server.ts';
 import { intOption, numOption } from '../../train/cli-util.ts';
-import { preferHugePagesForDecoding } from '../../tensor/native.ts';
+import { preferHugePagesForDecoding, preferPackedLinearsForDecoding } from '../../tensor/native.ts';
 import { addRandomModelOptions, randomModelConfig } from '../options.ts';
 import type { RandomModelFlags } from '../options.ts';
 
@@ -84,6 +84,7 @@ export function registerServe(program: Command): void {
     .action(async (o: ServeFlags) => {
       const t0 = performance.now();
       preferHugePagesForDecoding();
+      preferPackedLinearsForDecoding();
       const { model, source } = await buildModel(o);
       const cfg = model.config;
       const tokenizer = await buildTokenizer(o, cfg);
