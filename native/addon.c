@@ -188,7 +188,8 @@ static napi_value js_vpack(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// vpackFloats(N, K) -> number: the size of vpack's copy; vpackRows(M) -> boolean: whether M rows run faster from it.
+// vpackFloats(N, K) -> number: the size of vpack's copy; vpackUse(M, K) -> boolean: whether M rows of K columns run
+// faster from it.
 static napi_value js_vpack_floats(napi_env env, napi_callback_info info) {
   call c;
   if (!begin(&c, env, info, "vpackFloats", 2)) return NULL;
@@ -199,13 +200,13 @@ static napi_value js_vpack_floats(napi_env env, napi_callback_info info) {
   return r;
 }
 
-static napi_value js_vpack_rows(napi_env env, napi_callback_info info) {
+static napi_value js_vpack_use(napi_env env, napi_callback_info info) {
   call c;
-  if (!begin(&c, env, info, "vpackRows", 1)) return NULL;
-  size_t M = dim(&c, 0, "M");
+  if (!begin(&c, env, info, "vpackUse", 2)) return NULL;
+  size_t M = dim(&c, 0, "M"), K = dim(&c, 1, "K");
   if (c.failed) return NULL;
   napi_value r;
-  napi_get_boolean(env, kf_linear_vpacked_rows(M), &r);
+  napi_get_boolean(env, kf_linear_vpacked_use(M, K), &r);
   return r;
 }
 
@@ -878,7 +879,7 @@ NAPI_MODULE_INIT() {
     const char *name;
     napi_callback fn;
   } fns[] = {
-    {"linear", js_linear}, {"vpack", js_vpack}, {"vpackFloats", js_vpack_floats}, {"vpackRows", js_vpack_rows},
+    {"linear", js_linear}, {"vpack", js_vpack}, {"vpackFloats", js_vpack_floats}, {"vpackUse", js_vpack_use},
     {"linearVpacked", js_linear_vpacked}, {"adviseHuge", js_advise_huge}, {"hugePages", js_huge_pages}, {"blasLinear", js_blas_linear}, {"gemm", js_gemm}, {"layerNorm", js_layernorm},
     {"layerNormBackward", js_layernorm_backward}, {"gelu", js_gelu}, {"geluBackward", js_gelu_backward},
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},

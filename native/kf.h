@@ -39,13 +39,14 @@ enum { KF_ACT_NONE = 0, KF_ACT_GELU_TANH = 1 };
 void kf_linear_act(float *out, const float *x, const float *w, const float *bias, size_t M, size_t K, size_t N,
                    int act);
 // 9 to 64 rows from a lane-major packed copy of the weights (linear.c): the bits kf_linear_act gives. kf_vpack writes
-// the copy of w [N][K] (K % 16 == 0, else returns 0) into packed [kf_vpack_floats(N, K)]; kf_linear_vpacked_rows says
-// whether M rows run faster that way than through kf_linear (and 0 for M outside 9..64 or with the knob vp at 0);
+// the copy of w [N][K] (K % 16 == 0, else returns 0) into packed [kf_vpack_floats(N, K)]; kf_linear_vpacked_use says
+// whether M rows of K columns run faster that way than through kf_linear (0 outside 9..64 rows or with the knob vp
+// at 0);
 // kf_linear_vpacked takes M <= 64, and only where kf_vpack_supported (AVX-512 builds).
 int kf_vpack_supported(void);
 size_t kf_vpack_floats(size_t N, size_t K);
 int kf_vpack(const float *w, size_t N, size_t K, float *packed);
-int kf_linear_vpacked_rows(size_t M);
+int kf_linear_vpacked_use(size_t M, size_t K);
 void kf_linear_vpacked(float *out, const float *x, const float *packed, const float *bias, size_t M, size_t K, size_t N,
                        int act);
 // Sets a tuning knob of kf_linear by name (pf_bytes, block_few, block_many, kc, mb, stream); 0 if unknown.

@@ -61,7 +61,7 @@ static long knob_pf_back = 64;     // grouped path, group 0: prefetch the next t
                                    // (the tile's own rows at the start); 0: the next tile at the same k, D tiles ahead
                                    // (pf_few); 32-96 measured alike, 16 and 128 a little slower
 static long knob_tail = 4;         // grouped path: the last block of each thread is cut into this many pieces (1: not)
-static long knob_vp = 1;           // 0: kf_linear_vpacked_rows says no for every row count (the packed path off)
+static long knob_vp = 1;           // 0: kf_linear_vpacked_use says no for every shape (the packed path off)
 static long knob_vpd = 1024;       // packed path: software prefetch this many floats ahead on the weight stream
                                    // (measured, 32 rows over the block matrices: 0 27.9 ms, 512 18.3, 1024 17.2,
                                    // 2048 17.8, 4096 18.2)
@@ -692,13 +692,15 @@ static void vp_task(void *p, int tid, int nt) {
 
 int kf_vpack_supported(void) { return 1; }
 
-int kf_linear_vpacked_rows(size_t M) {
+int kf_linear_vpacked_use(size_t M, size_t K) {
   if (!knobs_read) read_knobs();
-  // Worth it where the rows fill their 16-row vectors: measured (session 15, the 48 block matrices streamed, 2
-  // threads) faster than the grouped path at 13-16, 28-32, 44-48 and 57-64 rows, slower at 9-12, 20-24, 36-40 and
-  // 52 rows, where the padding costs more than the grouped path's extra passes.
+  // Worth it where the rows fill their 16-row vectors: measured (session 15, kbench abpacked: the 48 block matrices
+  // streamed, 2 threads) faster than the grouped path at 14-16, 28-32, 44-48 and 58-64 rows, equal at 12 and 56,
+  // slower at 20-24, 36-40 and 52, where the padding costs more than the grouped path's extra passes. With one row
+  // vector (16 rows) every FMA needs its own broadcast: only the down projection (K = 3072) gained (3.5 against 4.1
+  // ms over its 12 matrices; K = 768 lost 8-14%), so 14-16 rows take it from K = 2048.
   const size_t Mp = (M + 15) / 16 * 16;
-  return knob_vp != 0 && M >= 9 && M <= 64 && 8 * (Mp - M) <= Mp;
+  return knob_vp != 0 && M >= 9 && M <= 64 && 8 * (Mp - M) <= Mp && K % 16 == 0 && (Mp > 16 || K >= 2048);
 }
 
 void kf_linear_vpacked(float *out, const float *x, const float *packed, const float *bias, size_t M, size_t K, size_t N,
@@ -771,15 +773,16 @@ static void lin_block(const lin_job *j, size_t n0, size_t n1, __m512 **scratch, 
 
 #else // portable path: same arithmetic with explicit lane arrays, tiles of 1 weight row x up to 4 x rows
 
-// No packed path without AVX-512: kf_vpack says so, and kf_linear_vpacked_rows never picks it.
+// No packed path without AVX-512: kf_vpack says so, and kf_linear_vpacked_use never picks it.
 int kf_vpack_supported(void) { return 0; }
 size_t kf_vpack_floats(size_t N, size_t K) { return (N + 11) / 12 * 12 * K; }
 int kf_vpack(const float *w, size_t N, size_t K, float *packed) {
   (void)w; (void)N; (void)K; (void)packed;
   return 0;
 }
-int kf_linear_vpacked_rows(size_t M) {
+int kf_linear_vpacked_use(size_t M, size_t K) {
   (void)M;
+  (void)K;
   return 0;
 }
 void kf_linear_vpacked(float *out, const float *x, const float *packed, const float *bias, size_t M, size_t K, size_t N,

@@ -1,7 +1,7 @@
 // Stand-alone C driver of the native kernels (no Node): the same measurements as src/eval/bench-kernels.ts, for
 // tuning on machines without Node or on quiet hosts. Build: see native/bench/build.sh. Not part of the addon.
 //   kbench [shapes|decode|all] [rows,...] | kbench screen [rows,...] | kbench ab ... | kbench abdecode ... |
-//   kbench overlap [MB] [prefetch bytes] [hint] | kbench peak
+//   kbench overlap [MB] [prefetch bytes] [hint] | kbench peak | kbench abpacked rows [reps]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,10 +297,66 @@ static int overlap(int argc, char **argv) {
   return 0;
 }
 
+
+// kbench abpacked rows [reps]: the 48 block matrices streamed at `rows` rows, alternating kf_linear and
+// kf_linear_vpacked (the packed copies made first; the plain path must give the same bits, checked once): medians per
+// shape and in all.
+static int abpacked(int argc, char **argv) {
+  if (argc < 3) return fprintf(stderr, "usage: kbench abpacked rows [reps]\n"), 2;
+  const size_t M = (size_t)atol(argv[2]);
+  const int reps = argc > 3 ? atoi(argv[3]) : 8;
+  if (M < 1 || M > 64 || reps < 1 || reps > 64) return fprintf(stderr, "kbench abpacked: rows in [1, 64], reps in [1, 64]\n"), 2;
+  if (!kf_vpack_supported()) return fprintf(stderr, "kbench abpacked: no packed path in this build\n"), 2;
+  const size_t sh[4][2] = {{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}}; // K, N
+  float *W[48], *P[48], *B[48];
+  size_t KK[48], NN[48];
+  int nw = 0;
+  for (int s = 0; s < 4; s++)
+    for (int c = 0; c < 12; c++, nw++) {
+      KK[nw] = sh[s][0];
+      NN[nw] = sh[s][1];
+      W[nw] = fill(KK[nw] * NN[nw], 100 + nw);
+      B[nw] = fill(NN[nw], 7);
+      P[nw] = fill(kf_vpack_floats(NN[nw], KK[nw]), 1);
+      kf_vpack(W[nw], NN[nw], KK[nw], P[nw]);
+    }
+  float *x = fill(64 * 3072, 5), *y = fill(64 * 3072, 6), *z = fill(64 * 3072, 6);
+  for (int k = 0; k < nw; k++) {
+    kf_linear(y, x, W[k], B[k], M, KK[k], NN[k]);
+    kf_linear_vpacked(z, x, P[k], B[k], M, KK[k], NN[k], KF_ACT_NONE);
+    if (memcmp(y, z, M * NN[k] * sizeof(float))) return fprintf(stderr, "kbench abpacked: matrix %d differs\n", k), 1;
+  }
+  static double t[2][64], ts[2][4][64];
+  for (int r = -1; r < reps; r++)
+    for (int vi = 0; vi < 2; vi++) {
+      const int v = (vi + (r < 0 ? 0 : r)) % 2; // the variant that goes first rotates
+      double t0 = now_ms();
+      for (int k = 0; k < nw; k++) {
+        double t1 = now_ms();
+        if (v) kf_linear_vpacked(y, x, P[k], B[k], M, KK[k], NN[k], KF_ACT_NONE);
+        else kf_linear(y, x, W[k], B[k], M, KK[k], NN[k]);
+        if (r >= 0) ts[v][k / 12][r] += now_ms() - t1;
+      }
+      if (r >= 0) t[v][r] = now_ms() - t0;
+    }
+  printf("rows %zu, the 48 block matrices (QKV, attention output, MLP up, MLP down), medians of %d:\n", M, reps);
+  for (int v = 0; v < 2; v++) {
+    qsort(t[v], reps, sizeof(double), cmp);
+    printf("  %s: %.2f ms (best %.2f) |", v ? "packed" : "plain ", t[v][reps / 2], t[v][0]);
+    for (int s = 0; s < 4; s++) {
+      qsort(ts[v][s], reps, sizeof(double), cmp);
+      printf(" %zux%zu %.2f", sh[s][0], sh[s][1], ts[v][s][reps / 2]);
+    }
+    printf("\n");
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "all";
   if (!strcmp(mode, "ab")) return ab(argc, argv);
   if (!strcmp(mode, "abdecode")) return abdecode(argc, argv);
+  if (!strcmp(mode, "abpacked")) return abpacked(argc, argv);
   if (!strcmp(mode, "screen")) return screen(argc, argv);
   if (!strcmp(mode, "overlap")) return overlap(argc, argv);
   if (!strcmp(mode, "peak")) {

@@ -14,7 +14,7 @@ interface Addon {
     N: number, activation: string | null): void;
   vpack(w: Float32Array, N: number, K: number, packed: Float32Array): boolean;
   vpackFloats(N: number, K: number): number;
-  vpackRows(M: number): boolean;
+  vpackUse(M: number, K: number): boolean;
   linearVpacked(out: Float32Array, x: Float32Array, packed: Float32Array, bias: Float32Array | null, M: number,
     K: number, N: number, activation: string | null): void;
   blasLinear(out: Float32Array, x: Float32Array, w: Float32Array, M: number, K: number, N: number): boolean;
@@ -113,15 +113,15 @@ const f32n = (a: FloatArray | null): Float32Array | null => a as Float32Array | 
 
 // ---- packed weights for 9-64 rows (native/linear.c kf_linear_vpacked) ------------------------------------------------
 // A lane-major copy of a weight matrix lets the linear kernel read every weight once for up to 64 rows (the grouped
-// path computes a block once per 8 rows while DRAM idles): measured 8-25% faster for 14-16, 28-32, 44-48 and 58-64
-// rows (RESULTS.md, session 15), with the same bits. The copies cost one more copy of every weight used at those row
+// path computes a block once per 8 rows while DRAM idles): measured 10-25% faster at 28-32, 44-48 and 58-64 rows and
+// for the down projection at 14-16 (RESULTS.md, session 15), with the same bits. The copies cost one more copy of every weight used at those row
 // counts, so they are off by default and the decoding commands turn them on (preferPackedLinearsForDecoding).
 // Copies are made on first use, keyed by the weight view; a copy is dropped when an optimizer step runs (adamw) and
 // remade when a few sampled weights no longer match it (weights overwritten some other way).
 let packedOn = false;
 let packedCopies = new WeakMap<Float32Array, { packed: Float32Array | null; probe: Float32Array }>();
 const PROBES = 8;
-const packedRowsCache: (boolean | undefined)[] = [];
+const packedUse = new Map<number, boolean>(); // M * 2^20 + K -> the kernel's kf_linear_vpacked_use
 const packedCounts = { copies: 0, calls: 0 };
 
 /** How many packed copies were made and how many linear calls ran from one, since the process started. */
@@ -142,6 +142,13 @@ function sameProbe(w: Float32Array, probe: Float32Array): boolean {
     if (!(v === probe[i] || (v !== v && probe[i] !== probe[i]))) return false; // NaN matches NaN
   }
   return true;
+}
+
+function usePacked(addon: Addon, M: number, K: number): boolean {
+  const key = M * 1048576 + K;
+  let u = packedUse.get(key);
+  if (u === undefined) packedUse.set(key, (u = addon.vpackUse(M, K)));
+  return u;
 }
 
 /** The packed copy of w [N, K] (made now if missing or stale), or null when this build or shape has none. */
@@ -183,7 +190,7 @@ function makeBackend(addon: Addon): Backend {
     linear(out, x, w, bias, M, K, N, activation) {
       if (isF64(out)) return tsBackend.linear(out, x, w, bias, M, K, N, activation);
       if (packedOn && M <= 64 && K % 16 === 0 && K > 0 && N > 0 && w.length === N * K &&
-        (packedRowsCache[M] ??= addon.vpackRows(M))) {
+        usePacked(addon, M, K)) {
         const packed = packedCopy(addon, f32(w), N, K);
         if (packed) {
           packedCounts.calls++;
