@@ -137,21 +137,25 @@ static int backing_store(napi_env env, napi_value arr, void **p, size_t *bytes) 
          napi_get_arraybuffer_info(env, ab, p, bytes) == napi_ok && *p;
 }
 
+// Optional argument i: 'gelu_tanh' -> KF_ACT_GELU_TANH, missing/undefined/null -> KF_ACT_NONE (else fails).
+static int activation(call *c, size_t i) {
+  if (c->failed || c->argc <= i || is_nullish(c, i)) return KF_ACT_NONE;
+  char buf[16] = {0};
+  size_t n = 0;
+  if (napi_get_value_string_utf8(c->env, c->argv[i], buf, sizeof buf, &n) != napi_ok || strcmp(buf, "gelu_tanh") != 0) {
+    failf(c, "activation must be 'gelu_tanh' or null");
+    return KF_ACT_NONE;
+  }
+  return KF_ACT_GELU_TANH;
+}
+
 // linear(out, x, w, bias|null, M, K, N[, activation]) with activation 'gelu_tanh' (or undefined/null: none)
 static napi_value js_linear(napi_env env, napi_callback_info info) {
   call c;
   if (!begin(&c, env, info, "linear", 7)) return NULL;
   size_t M = dim(&c, 4, "M"), K = dim(&c, 5, "K"), N = dim(&c, 6, "N");
-  int act = KF_ACT_NONE;
-  if (c.argc > 7 && !is_nullish(&c, 7)) {
-    char buf[16] = {0};
-    size_t n = 0;
-    if (napi_get_value_string_utf8(env, c.argv[7], buf, sizeof buf, &n) != napi_ok || strcmp(buf, "gelu_tanh") != 0) {
-      failf(&c, "activation must be 'gelu_tanh' or null");
-      return NULL;
-    }
-    act = KF_ACT_GELU_TANH;
-  }
+  const int act = activation(&c, 7);
+  if (c.failed) return NULL;
   float *out = f32(&c, 0, "out", M * N, 0), *x = f32(&c, 1, "x", M * K, 0), *w = f32(&c, 2, "w", N * K, 0);
   float *bias = f32(&c, 3, "bias", N, 1);
   if (c.failed) return NULL;
@@ -215,16 +219,8 @@ static napi_value js_linear_vpacked(napi_env env, napi_callback_info info) {
   call c;
   if (!begin(&c, env, info, "linearVpacked", 7)) return NULL;
   size_t M = dim(&c, 4, "M"), K = dim(&c, 5, "K"), N = dim(&c, 6, "N");
-  int act = KF_ACT_NONE;
-  if (c.argc > 7 && !is_nullish(&c, 7)) {
-    char buf[16] = {0};
-    size_t n = 0;
-    if (napi_get_value_string_utf8(env, c.argv[7], buf, sizeof buf, &n) != napi_ok || strcmp(buf, "gelu_tanh") != 0) {
-      failf(&c, "activation must be 'gelu_tanh' or null");
-      return NULL;
-    }
-    act = KF_ACT_GELU_TANH;
-  }
+  const int act = activation(&c, 7);
+  if (c.failed) return NULL;
   if (!c.failed && (M < 1 || M > 64)) failf(&c, "M must be in [1, 64], got %zu", M);
   if (!c.failed && (K == 0 || K % 16 != 0)) failf(&c, "K must be a positive multiple of 16, got %zu", K);
   float *out = f32(&c, 0, "out", M * N, 0), *x = f32(&c, 1, "x", M * K, 0);

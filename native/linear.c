@@ -10,6 +10,8 @@
 // Decode sizes (M <= 64): the grouped path below: rows in groups of <= 8, each group one register tile of up to 24
 // accumulators (8 weight rows x 1-2 x rows ... 3 x 7-8), K chunked so that the group's x stays in L1, every weight
 // row streamed from DRAM once per call with software prefetch in consumption order.
+// 9-64 rows from a packed copy of the weights (kf_linear_vpacked, below; the caller keeps the copy and chooses with
+// kf_linear_vpacked_use): x rows across the vector lanes, every weight read once for all rows.
 // More than 64 rows (4x4 register tiles; also 3-4 rows with KFORCE_LIN_TILES34=1): the block is sized to stay in L2
 // and every x tile (kept in L1) walks it; for long K the work is cut into K chunks so that x tile and weight chunk
 // both fit, and the 16 accumulators of every (x tile, weight quad) pair are parked in a small per-thread buffer
