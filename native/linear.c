@@ -668,7 +668,8 @@ static void vp_task(void *p, int tid, int nt) {
   vp_job *vp = p;
   lin_job *j = vp->j;
   vp_transpose(vp, tid, nt);
-  // Every thread reads all of xT: wait for the others' shares.
+  // Every thread reads all of xT: wait for the others' shares. (kf_parallel runs its nt tasks on nt threads at once,
+  // the caller and the pool's workers, so the others do arrive; with nt = 1 there is nothing to wait for.)
   atomic_fetch_add_explicit(&vp->ready, 1, memory_order_acq_rel);
   while (atomic_load_explicit(&vp->ready, memory_order_acquire) < nt) _mm_pause();
   const size_t K = j->K, N = j->N, M = j->M, J = K / 16, V = vp->Mp / 16;
