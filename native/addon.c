@@ -221,7 +221,7 @@ static napi_value js_linear_vpacked(napi_env env, napi_callback_info info) {
   size_t M = dim(&c, 4, "M"), K = dim(&c, 5, "K"), N = dim(&c, 6, "N");
   const int act = activation(&c, 7);
   if (c.failed) return NULL;
-  if (!c.failed && (M < 1 || M > 64)) failf(&c, "M must be in [1, 64], got %zu", M);
+  if (M < 1 || M > 64) failf(&c, "M must be in [1, 64], got %zu", M);
   if (!c.failed && (K == 0 || K % 16 != 0)) failf(&c, "K must be a positive multiple of 16, got %zu", K);
   float *out = f32(&c, 0, "out", M * N, 0), *x = f32(&c, 1, "x", M * K, 0);
   float *packed = f32(&c, 2, "packed", kf_vpack_floats(N, K), 0), *bias = f32(&c, 3, "bias", N, 1);

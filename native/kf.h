@@ -40,9 +40,9 @@ void kf_linear_act(float *out, const float *x, const float *w, const float *bias
                    int act);
 // 9 to 64 rows from a lane-major packed copy of the weights (linear.c): the bits kf_linear_act gives. kf_vpack writes
 // the copy of w [N][K] (K % 16 == 0, else returns 0) into packed [kf_vpack_floats(N, K)]; kf_linear_vpacked_use says
-// whether M rows of K columns run faster that way than through kf_linear (0 outside 9..64 rows or with the knob vp
-// at 0);
-// kf_linear_vpacked takes M <= 64, and only where kf_vpack_supported (AVX-512 builds).
+// whether M rows of K columns run faster that way than through kf_linear (0 outside 9..64 rows, for K not a positive
+// multiple of 16, or with the knob vp at 0); kf_linear_vpacked takes M <= 64, and only where kf_vpack_supported
+// (AVX-512 builds).
 int kf_vpack_supported(void);
 size_t kf_vpack_floats(size_t N, size_t K);
 int kf_vpack(const float *w, size_t N, size_t K, float *packed);

@@ -362,19 +362,23 @@ static void gt_init(void) {
   }
 }
 
-// Per-thread parking space for the accumulators of K-chunked group tiles (grown on demand, kept for the thread's life).
-static __thread __m512 *g_park;
-static __thread size_t g_park_n;
-
-static __m512 *park_space(size_t n) {
-  if (g_park_n < n) {
-    free(g_park);
-    g_park = aligned_alloc(64, n * sizeof(__m512));
-    if (!g_park) abort();
-    g_park_n = n;
+// *buf holding at least `bytes` (64-byte aligned, grown on demand; contents not kept when it grows).
+static void *grow_buffer(void **buf, size_t *have, size_t bytes) {
+  if (*have < bytes) {
+    free(*buf);
+    *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!*buf) abort();
+    *have = bytes;
   }
-  return g_park;
+  return *buf;
 }
+
+// Per-thread parking space for the accumulators of K-chunked group tiles and of the packed path's tiles (grown on
+// demand, kept for the thread's life; one linear call at a time uses it).
+static __thread void *g_park;
+static __thread size_t g_park_bytes;
+
+static __m512 *park_space(size_t n) { return grow_buffer(&g_park, &g_park_bytes, n * sizeof(__m512)); }
 
 // K chunk for a group of mr rows: the group's x chunk fits the knob's L1 budget (multiple of 16; K when it fits).
 static size_t group_kc(size_t K, size_t mr) {
@@ -638,10 +642,8 @@ static void vp_finish(int V, const __m512 *park, const float *bias, float *out, 
   }
 }
 
-static __thread __m512 *vp_park;
-static __thread size_t vp_park_n;
-static __thread float *vp_xt;
-static __thread size_t vp_xt_n;
+static __thread void *vp_xt; // the calling thread's xT, read by both threads
+static __thread size_t vp_xt_bytes;
 
 typedef struct {
   lin_job *j;
@@ -674,20 +676,15 @@ static void vp_task(void *p, int tid, int nt) {
   while (atomic_load_explicit(&vp->ready, memory_order_acquire) < nt) _mm_pause();
   const size_t K = j->K, N = j->N, M = j->M, J = K / 16, V = vp->Mp / 16;
   const size_t pd = knob_vpd > 0 ? (size_t)knob_vpd : 0;
-  if (vp_park_n < 16 * VP_NN * V) {
-    free(vp_park);
-    vp_park = aligned_alloc(64, 16 * VP_NN * V * sizeof(__m512));
-    if (!vp_park) abort();
-    vp_park_n = 16 * VP_NN * V;
-  }
+  __m512 *park = park_space(16 * VP_NN * V);
   for (;;) {
     size_t b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
     if (b >= j->nblocks) break;
     size_t n0, n1;
     kf_block_rows(&j->split, b, &n0, &n1); // multiples of 24 rows: tiles never straddle blocks
     for (size_t n = n0; n < n1; n += VP_NN) {
-      vp_tiles[V - 1](vp->xT, vp->Mp, vp->packed + (n / VP_NN) * 16 * J * VP_NN, J, vp_park, pd);
-      vp_finish((int)V, vp_park, j->bias, j->out, M, N, n, n1 - n < VP_NN ? (int)(n1 - n) : VP_NN);
+      vp_tiles[V - 1](vp->xT, vp->Mp, vp->packed + (n / VP_NN) * 16 * J * VP_NN, J, park, pd);
+      vp_finish((int)V, park, j->bias, j->out, M, N, n, n1 - n < VP_NN ? (int)(n1 - n) : VP_NN);
     }
     act_rows(j, 0, M, n0, n1);
   }
@@ -703,7 +700,7 @@ int kf_linear_vpacked_use(size_t M, size_t K) {
   // vector (16 rows) every FMA needs its own broadcast: only the down projection (K = 3072) gained (3.5 against 4.1
   // ms over its 12 matrices; K = 768 lost 8-14%), so 14-16 rows take it from K = 2048.
   const size_t Mp = (M + 15) / 16 * 16;
-  return knob_vp != 0 && M >= 9 && M <= 64 && 8 * (Mp - M) <= Mp && K % 16 == 0 && (Mp > 16 || K >= 2048);
+  return knob_vp != 0 && M >= 9 && M <= 64 && 8 * (Mp - M) <= Mp && K > 0 && K % 16 == 0 && (Mp > 16 || K >= 2048);
 }
 
 void kf_linear_vpacked(float *out, const float *x, const float *packed, const float *bias, size_t M, size_t K, size_t N,
@@ -713,17 +710,11 @@ void kf_linear_vpacked(float *out, const float *x, const float *packed, const fl
   lin_job j;
   j.out = out; j.x = x; j.w = NULL; j.bias = bias; j.M = M; j.K = K; j.N = N; j.act = act;
   const size_t Mp = (M + 15) / 16 * 16;
-  if (vp_xt_n < K * Mp) {
-    free(vp_xt);
-    vp_xt = aligned_alloc(64, K * Mp * sizeof(float));
-    if (!vp_xt) abort();
-    vp_xt_n = K * Mp;
-  }
   j.split = kf_split_rows(N, K * sizeof(float), (size_t)(knob_block_grp > 0 ? knob_block_grp : 1) << 10, 24,
                           knob_tail > 1 ? (size_t)knob_tail : 1);
   j.nblocks = j.split.nblocks;
   atomic_init(&j.next, 0);
-  vp_job vp = {&j, packed, vp_xt, Mp, 0};
+  vp_job vp = {&j, packed, grow_buffer(&vp_xt, &vp_xt_bytes, K * Mp * sizeof(float)), Mp, 0};
   kf_parallel(vp_task, &vp, j.nblocks > 1 ? KF_THREADS : 1);
 }
 

@@ -121,7 +121,7 @@ const f32n = (a: FloatArray | null): Float32Array | null => a as Float32Array | 
 let packedOn = false;
 let packedCopies = new WeakMap<Float32Array, { packed: Float32Array | null; probe: Float32Array }>();
 const PROBES = 8;
-const packedUse = new Map<number, boolean>(); // M * 2^20 + K -> the kernel's kf_linear_vpacked_use
+const packedUse = new Map<number, Map<number, boolean>>(); // M -> K -> the kernel's kf_linear_vpacked_use
 const packedCounts = { copies: 0, calls: 0 };
 
 /** How many packed copies were made and how many linear calls ran from one, since the process started. */
@@ -129,6 +129,9 @@ export function packedLinearCounts(): { copies: number; calls: number } {
   return { ...packedCounts };
 }
 
+const probeNow = new Float32Array(PROBES);
+
+/** PROBES weights spread over w, into out. */
 function probeOf(w: Float32Array, out: Float32Array): Float32Array {
   const n = w.length;
   for (let i = 0; i < PROBES; i++) out[i] = w[Math.floor((i * (n - 1)) / (PROBES - 1))];
@@ -136,18 +139,18 @@ function probeOf(w: Float32Array, out: Float32Array): Float32Array {
 }
 
 function sameProbe(w: Float32Array, probe: Float32Array): boolean {
-  const n = w.length;
+  const now = probeOf(w, probeNow);
   for (let i = 0; i < PROBES; i++) {
-    const v = w[Math.floor((i * (n - 1)) / (PROBES - 1))];
-    if (!(v === probe[i] || (v !== v && probe[i] !== probe[i]))) return false; // NaN matches NaN
+    if (!(now[i] === probe[i] || (now[i] !== now[i] && probe[i] !== probe[i]))) return false; // NaN matches NaN
   }
   return true;
 }
 
 function usePacked(addon: Addon, M: number, K: number): boolean {
-  const key = M * 1048576 + K;
-  let u = packedUse.get(key);
-  if (u === undefined) packedUse.set(key, (u = addon.vpackUse(M, K)));
+  let byK = packedUse.get(M);
+  if (!byK) packedUse.set(M, (byK = new Map()));
+  let u = byK.get(K);
+  if (u === undefined) byK.set(K, (u = addon.vpackUse(M, K)));
   return u;
 }
 
@@ -189,8 +192,8 @@ function makeBackend(addon: Addon): Backend {
 
     linear(out, x, w, bias, M, K, N, activation) {
       if (isF64(out)) return tsBackend.linear(out, x, w, bias, M, K, N, activation);
-      if (packedOn && M <= 64 && K % 16 === 0 && K > 0 && N > 0 && w.length === N * K &&
-        usePacked(addon, M, K)) {
+      // (usePacked: the kernel's rule, which also says no outside 9-64 rows or for K not a multiple of 16)
+      if (packedOn && N > 0 && w.length === N * K && usePacked(addon, M, K)) {
         const packed = packedCopy(addon, f32(w), N, K);
         if (packed) {
           packedCounts.calls++;
