@@ -17,7 +17,7 @@ export {
 } from './model/targets.ts';
 export { distillationLoss, nextTokenLoss, arLossAndGrad, stairLossAndGrad, gradTensors } from './model/loss.ts';
 export { getBackend, setBackend } from './tensor/select.ts';
-export { hugePages, packedLinears, preferHugePagesForDecoding, preferPackedLinearsForDecoding } from './tensor/native.ts';
+export { hugePages, packedLinears, preferHugePagesForDecoding, preferNativeSettingsForDecoding, preferPackedLinearsForDecoding } from './tensor/native.ts';
 export { Rng } from './tensor/rng.ts';
 // Checkpoint IO (src/io): safetensors, PyTorch/Lightning checkpoint import, whole-model load/save.
 export { loadModel, saveModel, readModelFile, inferConfig, CONFIG_METADATA_KEY, KIND_METADATA_KEY } from './io/model-file.ts';

@@ -183,6 +183,13 @@ export function preferPackedLinearsForDecoding(): boolean {
   return packedLinears(true);
 }
 
+/** What the decoding commands (generate, serve, the speed and quality benchmarks) set before loading a model: huge
+ * pages (preferHugePagesForDecoding) and packed weights (preferPackedLinearsForDecoding). */
+export function preferNativeSettingsForDecoding(): void {
+  preferHugePagesForDecoding();
+  preferPackedLinearsForDecoding();
+}
+
 function makeBackend(addon: Addon): Backend {
   const info = addon.info();
   return {

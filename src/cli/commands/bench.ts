@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { getBackend } from '../../tensor/select.ts';
-import { preferHugePagesForDecoding, preferPackedLinearsForDecoding } from '../../tensor/native.ts';
+import { preferNativeSettingsForDecoding } from '../../tensor/native.ts';
 import { intList, intOption, numOption } from '../../train/cli-util.ts';
 import { addDecodeBenchOptions, addRandomModelOptions, addReportOptions, decodeBenchSettings, randomModelConfig } from '../options.ts';
 import type { DecodeBenchFlags, RandomModelFlags, ReportFlags } from '../options.ts';
@@ -106,8 +106,7 @@ function registerSpeed(bench: Command): void {
   addReportOptions(cmd, "this benchmark's section", 'runs/bench/speed')
     .action(async (o: SpeedFlags) => {
       uncheckedBackend();
-      preferHugePagesForDecoding();
-      preferPackedLinearsForDecoding();
+      preferNativeSettingsForDecoding();
       const m = await speedModels(o);
       const report = runSpeedBench(m, {
         batches: intList('--batch', o.batch),
@@ -167,8 +166,7 @@ function registerQuality(bench: Command): void {
   addReportOptions(cmd, 'the quality section', 'runs/bench/quality')
     .action(async (o: QualityFlags) => {
       uncheckedBackend();
-      preferHugePagesForDecoding();
-      preferPackedLinearsForDecoding();
+      preferNativeSettingsForDecoding();
       const dir = o.models ?? DEFAULT_MODELS;
       const set = existsSync(dir) ? await loadModelSet(dir) : null;
       const teacher = o.teacher ? await loadModelFile(o.teacher) : set?.teacher;

@@ -3,7 +3,7 @@ import { generate } from '../../decode/generate.ts';
 import { checkTokenizerFits, loadModelFile, parseIds, tokenizerFor } from '../../decode/load.ts';
 import { TextStream } from '../../serve/text-stream.ts';
 import { intOption, numOption } from '../../train/cli-util.ts';
-import { preferHugePagesForDecoding, preferPackedLinearsForDecoding } from '../../tensor/native.ts';
+import { preferNativeSettingsForDecoding } from '../../tensor/native.ts';
 
 interface GenerateCliOptions {
   model: string;
@@ -42,8 +42,7 @@ export function registerGenerate(program: Command): void {
     .option('--stream', 'print tokens as they are generated (one prompt)')
     .option('--json', 'print one JSON object')
     .action(async (texts: string[], o: GenerateCliOptions) => {
-      preferHugePagesForDecoding();
-      preferPackedLinearsForDecoding();
+      preferNativeSettingsForDecoding();
       const model = await loadModelFile(o.model);
       const tok = tokenizerFor(o.model, o.tokenizer);
       if (tok) checkTokenizerFits(tok, model, 'generate');

@@ -8,7 +8,7 @@ import { recommendedPenalty } from '../../decode/sampling.ts';
 import { Tokenizer } from '../../train/tokenizer.ts';
 import { createServer } from '../../serve/server.ts';
 import { intOption, numOption } from '../../train/cli-util.ts';
-import { preferHugePagesForDecoding, preferPackedLinearsForDecoding } from '../../tensor/native.ts';
+import { preferNativeSettingsForDecoding } from '../../tensor/native.ts';
 import { addRandomModelOptions, randomModelConfig } from '../options.ts';
 import type { RandomModelFlags } from '../options.ts';
 
@@ -83,8 +83,7 @@ export function registerServe(program: Command): void {
     .option('--no-eos', 'never stop before max_tokens (fixed-length generation, as in benchmarks)')
     .action(async (o: ServeFlags) => {
       const t0 = performance.now();
-      preferHugePagesForDecoding();
-      preferPackedLinearsForDecoding();
+      preferNativeSettingsForDecoding();
       const { model, source } = await buildModel(o);
       const cfg = model.config;
       const tokenizer = await buildTokenizer(o, cfg);
