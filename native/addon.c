@@ -702,6 +702,17 @@ static napi_value js_screen_select(napi_env env, napi_callback_info info) {
   return c.failed ? NULL : undef(env);
 }
 
+// screenBytes(N, K) -> number: the length of screenPrepare's wq (both int8 layouts, screen.c)
+static napi_value js_screen_bytes(napi_env env, napi_callback_info info) {
+  call c;
+  if (!begin(&c, env, info, "screenBytes", 2)) return NULL;
+  size_t N = dim(&c, 0, "N"), K = dim(&c, 1, "K");
+  if (c.failed) return NULL;
+  napi_value r;
+  napi_create_double(env, (double)kf_screen_bytes(N, K), &r);
+  return r;
+}
+
 // screenSupported() -> boolean
 static napi_value js_screen_supported(napi_env env, napi_callback_info info) {
   (void)info;
@@ -881,7 +892,7 @@ NAPI_MODULE_INIT() {
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},
     {"sampleAr", js_sample_ar}, {"selectPflm", js_select_pflm}, {"exp64", js_exp64},
-    {"screenSupported", js_screen_supported}, {"screenPrepare", js_screen_prepare}, {"screenSelect", js_screen_select},
+    {"screenSupported", js_screen_supported}, {"screenBytes", js_screen_bytes}, {"screenPrepare", js_screen_prepare}, {"screenSelect", js_screen_select},
     {"addInPlace", js_add_inplace}, {"scatterRows", js_scatter_rows},
     {"readBandwidth", js_read_bandwidth}, {"fmaPeak", js_fma_peak}, {"misalignment", js_misalignment}, {"info", js_info},
   };

@@ -67,7 +67,18 @@ size_t kf_screen_stride(size_t K) { return (K + 63) / 64 * 64; }
 
 static size_t wq_offset(size_t n, size_t Kp) { return n / RG * RG * Kp + n % RG * 64; }
 
-size_t kf_screen_bytes(size_t N, size_t K) { return (N + RG - 1) / RG * RG * kf_screen_stride(K); }
+// A second copy, lane-major, for the integer pass over 8-16 h rows (approx_lanes): rows in tiles of LT, and within
+// a tile, for each 4-byte group g of the row (bytes 4g..4g+3), the LT rows' groups side by side, so that a tile is one
+// sequential run of LT * Kp bytes in the order the pass reads it (one group of every row, then the next group).
+#define LT 12 // weight rows per lane-major tile
+
+static size_t lanes_base(size_t N, size_t Kp) { return (N + RG - 1) / RG * RG * Kp; }
+static size_t lanes_offset(size_t n, size_t Kp) { return n / LT * LT * Kp + n % LT * 4; } // row n's group 0
+
+size_t kf_screen_bytes(size_t N, size_t K) {
+  const size_t Kp = kf_screen_stride(K);
+  return lanes_base(N, Kp) + (N + LT - 1) / LT * LT * Kp;
+}
 
 typedef struct {
   const float *w;
@@ -127,8 +138,12 @@ static void prep_task(void *p, int tid, int nt) {
   int bad = 0;
   while ((b = atomic_fetch_add(&j->next, 1)) < (j->N + 255) / 256) {
     const size_t n1 = (b + 1) * 256 < j->N ? (b + 1) * 256 : j->N;
-    for (size_t n = b * 256; n < n1; n++)
+    for (size_t n = b * 256; n < n1; n++) {
+      const int8_t *q = j->wq + wq_offset(n, j->Kp);
       prep_row(j->w + n * j->K, j->wq + wq_offset(n, j->Kp), j->meta, n, j->N, j->K, j->Kp, &bad);
+      int8_t *lanes = j->wq + lanes_base(j->N, j->Kp) + lanes_offset(n, j->Kp);
+      for (size_t k = 0; k < j->Kp; k += 4) memcpy(lanes + k * LT, q + k / 64 * RG * 64 + k % 64, 4);
+    }
   }
   if (bad) atomic_store(&j->bad, 1);
 }
@@ -140,6 +155,8 @@ int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *met
   prep_job j = {w, wq, meta, N, K, kf_screen_stride(K), 0, 0};
   for (size_t n = N; n % RG; n++) // the last group's padding rows
     for (size_t k = 0; k < j.Kp; k += 64) memset(wq + wq_offset(n, j.Kp) + k * RG, 0, 64);
+  for (size_t n = N; n % LT; n++) // and the last lane-major tile's
+    for (size_t k = 0; k < j.Kp; k += 4) memset(wq + lanes_base(N, j.Kp) + lanes_offset(n, j.Kp) + k * LT, 0, 4);
   kf_parallel(prep_task, &j, KF_THREADS);
   return !atomic_load(&j.bad);
 #else
@@ -182,7 +199,8 @@ KF_INLINE __m512i ilvl(__m512i a, __m512i b, int lvl) {
 
 // Rows [m0, m0 + R) against weight rows [n0, n1) (n0 a multiple of RG): one RG-row group at a time, R x RG
 // accumulators (at most 16). Rows of the last group past n1 are computed, not stored.
-KF_INLINE void approx_rows(const int R, const approx_job *j, size_t m0, size_t n0, size_t n1) {
+KF_INLINE void approx_rows(const int R, const approx_job *j, size_t m0, size_t n0, size_t n1, const char *pf2,
+                            size_t pf2_step) {
   const size_t Kp = j->Kp, N = j->N;
   const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const uint8_t *x[4];
@@ -196,6 +214,10 @@ KF_INLINE void approx_rows(const int R, const approx_job *j, size_t m0, size_t n
       for (int i = 0; i < RG; i++) wv[i] = _mm512_loadu_si512(wg + k * RG + 64 * i);
       if (m0 == 0)
         for (int i = 0; i < RG; i++) _mm_prefetch((const char *)(wg + k * RG + 64 * i) + j->pf, _MM_HINT_T0);
+      else if (pf2) {
+        _mm_prefetch(pf2, _MM_HINT_T1);
+        pf2 += pf2_step;
+      }
       for (int r = 0; r < R; r++) {
         const __m512i xv = _mm512_loadu_si512(x[r] + k);
         for (int i = 0; i < RG; i++) acc[r * RG + i] = _mm512_dpbusd_epi32(acc[r * RG + i], xv, wv[i]);
@@ -223,16 +245,101 @@ static void approx_task(void *p, int tid, int nt) {
     kf_block_rows(&j->split, b, &b0, &b1);
     for (size_t n0 = b0; n0 < b1; n0 += SB) {
       const size_t n1 = n0 + SB < b1 ? n0 + SB : b1;
-      for (size_t m0 = 0; m0 < M; m0 += 4) {
+      // From 9 h rows on, the passes after the first read this sub-block from L2 while DRAM would idle, so they
+      // prefetch the next one into L2, each pass its share, spread over its k steps (kbench screen, alternating
+      // runs: 16 rows 2.0 -> 1.6 ms for the integer pass, 12 rows 1.75 -> 1.53, 32 rows 3.5 -> 3.05; at 8 rows,
+      // one such pass, it was no faster).
+      const size_t passes = (M + 3) / 4, nn1 = n1 + SB < b1 ? n1 + SB : b1;
+      const size_t next_bytes = passes >= 3 && nn1 > n1 ? (nn1 - n1 + RG - 1) / RG * RG * j->Kp : 0;
+      const size_t steps = (n1 - n0 + RG - 1) / RG * (j->Kp / 64);
+      const char *next = (const char *)(j->wq + wq_offset(n1, j->Kp));
+      for (size_t m0 = 0, g = 0; m0 < M; m0 += 4, g++) {
+        const char *pf2 = NULL;
+        size_t pf2_step = 0;
+        if (g > 0 && next_bytes > 0) {
+          const size_t lo = next_bytes * (g - 1) / (passes - 1), hi = next_bytes * g / (passes - 1);
+          pf2 = next + lo;
+          pf2_step = (hi - lo + steps - 1) / steps;
+        }
         switch (M - m0 < 4 ? M - m0 : 4) {
-        case 1: approx_rows(1, j, m0, n0, n1); break;
-        case 2: approx_rows(2, j, m0, n0, n1); break;
-        case 3: approx_rows(3, j, m0, n0, n1); break;
-        default: approx_rows(4, j, m0, n0, n1); break;
+        case 1: approx_rows(1, j, m0, n0, n1, pf2, pf2_step); break;
+        case 2: approx_rows(2, j, m0, n0, n1, pf2, pf2_step); break;
+        case 3: approx_rows(3, j, m0, n0, n1, pf2, pf2_step); break;
+        default: approx_rows(4, j, m0, n0, n1, pf2, pf2_step); break;
         }
       }
     }
   }
+}
+
+// The same sums from the lane-major copy, for 8-16 h rows: the rows across the vector lanes (4 bytes of a row a lane),
+// each weight row's 4 bytes broadcast to them, so one u8 x s8 dot product instruction adds 4 terms to 16 (row, token)
+// sums, each weight is read once, and no reduction across lanes is left at the end. The dot form above reduces every
+// (row, token) sum across lanes and walks each weight block once per 4 h rows. Integer sums are exact: both give the
+// same isum. kbench screen, alternating (RESULTS.md, session 16): integer pass at 8 rows 1.11-1.16 -> 1.05-1.06 ms,
+// 12 rows 1.42-1.45 -> 1.08-1.10, 16 rows 1.58-1.64 -> 1.23-1.34; two row vectors (32 rows, half tiles to fit the
+// accumulators in registers) were no faster than the dot form, so larger steps keep it.
+#define LANES_MIN 8
+#define LANES_MAX 16
+
+typedef struct {
+  const uint8_t *xl; // [Kp / 4][64]: h row l's bytes 4g..4g+3 at g * 64 + 4 l
+  const int8_t *lanes;
+  int32_t *out;
+  size_t M, N, Kp, tiles, claim;
+  atomic_size_t next;
+} lanes_job;
+
+typedef int32_t kf_i32u __attribute__((may_alias, aligned(1)));
+
+// The h rows against tile t: LT accumulators, one per weight row, lane l = h row l.
+KF_INLINE void lanes_tile(const lanes_job *j, size_t t) {
+  const size_t G = j->Kp / 4;
+  const int8_t *tile = j->lanes + t * LT * j->Kp;
+  __m512i acc[LT];
+  for (int i = 0; i < LT; i++) acc[i] = _mm512_setzero_si512();
+  for (size_t g = 0; g < G; g++) {
+    const int8_t *wg = tile + g * LT * 4;
+    _mm_prefetch((const char *)wg + 4096, _MM_HINT_T0);
+    const __m512i xv = _mm512_load_si512(j->xl + g * 64);
+    for (int i = 0; i < LT; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], xv, _mm512_set1_epi32(*(const kf_i32u *)(wg + 4 * i)));
+  }
+  int32_t buf[LT][16] __attribute__((aligned(64)));
+  for (int i = 0; i < LT; i++) _mm512_store_si512(buf[i], acc[i]);
+  const size_t n0 = t * LT, nn = j->N - n0 < LT ? j->N - n0 : LT;
+  for (size_t l = 0; l < j->M; l++) {
+    int32_t *o = j->out + l * j->N + n0;
+    for (size_t i = 0; i < nn; i++) o[i] = buf[i][l];
+  }
+}
+
+static void lanes_task(void *p, int tid, int nt) {
+  (void)tid;
+  (void)nt;
+  lanes_job *j = p;
+  size_t c;
+  while ((c = atomic_fetch_add(&j->next, 1)) * j->claim < j->tiles) {
+    const size_t t1 = (c + 1) * j->claim < j->tiles ? (c + 1) * j->claim : j->tiles;
+    for (size_t t = c * j->claim; t < t1; t++) lanes_tile(j, t);
+  }
+}
+
+// isum[M][N] from the lane-major copy for LANES_MIN-LANES_MAX rows, unless KFORCE_SCREEN_LANES=0 (the tests compare
+// both passes' sums); xq holds the h rows' first part [M][Kp]. 0: not taken (or out of memory), use the dot form.
+static int approx_lanes(const uint8_t *xq, const int8_t *wq, int32_t *isum, size_t M, size_t N, size_t Kp) {
+  const char *e = getenv("KFORCE_SCREEN_LANES");
+  if (M < LANES_MIN || M > LANES_MAX || (e && !strcmp(e, "0"))) return 0;
+  const size_t G = Kp / 4;
+  uint8_t *xl = aligned_alloc(64, G * 64);
+  if (!xl) return 0;
+  memset(xl, 0, G * 64);
+  for (size_t m = 0; m < M; m++)
+    for (size_t g = 0; g < G; g++) memcpy(xl + g * 64 + m * 4, xq + m * Kp + 4 * g, 4);
+  // claims of 64 tiles (~590 KB of the official shape's copy): long sequential runs, balanced ends
+  lanes_job j = {xl, wq + lanes_base(N, Kp), isum, M, N, Kp, (N + LT - 1) / LT, 64, 0};
+  kf_parallel(lanes_task, &j, KF_THREADS);
+  free(xl);
+  return 1;
 }
 
 // ---- selection ------------------------------------------------------------------------------------------------------
@@ -654,8 +761,10 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
   }
   // Prefetch 6 KB ahead along the stream: the 4-row integer pass of the official shape (session 12, kbench-like
   // harness, alternating): none 1.21 ms, 2 KB 1.07, 6 KB 0.97-1.00, 12 KB 1.04-1.06, 24 KB 1.12-1.16.
-  approx_job aj = {xq, wq, isum, M, N, Kp, 6144, kf_split_rows(N, Kp, BLOCK_BYTES, 8, 4), 0};
-  kf_parallel(approx_task, &aj, KF_THREADS);
+  if (!approx_lanes(xq, wq, isum, M, N, Kp)) {
+    approx_job aj = {xq, wq, isum, M, N, Kp, 6144, kf_split_rows(N, Kp, BLOCK_BYTES, 8, 4), 0};
+    kf_parallel(approx_task, &aj, KF_THREADS);
+  }
   int32_t *cn = malloc((M ? M : 1) * sizeof(int32_t)), *cid = malloc((M ? M : 1) * SCREEN_CAP * sizeof(int32_t));
   float *cl = malloc((M ? M : 1) * SCREEN_CAP * sizeof(float));
   if (!cn || !cid || !cl) {

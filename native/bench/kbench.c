@@ -186,7 +186,7 @@ static int screen(int argc, char **argv) {
       if (i >= 0) t[i] = now_ms() - t0;
     }
     qsort(t, 15, sizeof(double), cmp);
-    printf("screen rows %2zu: median %.3f ms best %.3f (int8 weights %.1f MB)\n", M, t[7], t[0], kf_screen_bytes(N, K) / 1e6);
+    printf("screen rows %2zu: median %.3f ms best %.3f (int8 copies %.1f MB)\n", M, t[7], t[0], kf_screen_bytes(N, K) / 1e6);
     for (size_t i = 0; i < nseq; i++) free(counts[i]);
     free(h); free(isum); free(out);
   }

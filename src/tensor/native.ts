@@ -46,6 +46,7 @@ interface Addon {
     kmax: number, maskIndex: number, out: Int32Array): void;
   exp64(out: Float64Array, x: Float64Array): void;
   screenSupported(): boolean;
+  screenBytes(N: number, K: number): number;
   screenPrepare(w: Float32Array, N: number, K: number, wq: Int8Array, meta: Float32Array): boolean;
   screenSelect(h: Float32Array, M: number, K: number, N: number, wq: Int8Array, meta: Float32Array, w: Float32Array,
     bias: Float32Array | null, isum: Int32Array, rowStart: Int32Array, takes: Int32Array, counts: Int32Array[],
@@ -305,7 +306,8 @@ export function nativeSelect(): NativeSelect | null {
 /**
  * The screened PFLM selection of the addon (native/screen.c); null when the addon is unavailable or was built
  * without int8 dot products (AVX512_VNNI).
- *  - bytes(N, K): size of the int8 weight copy (rows of K rounded up to 64 bytes, in groups of 4: N rounded up to 4).
+ *  - bytes(N, K): size of the int8 weight copies (rows of K rounded up to 64 bytes, twice: in groups of 4 rows for
+ *    1-7 h rows and lane-major tiles of 12 rows for 8 or more, native/screen.c).
  *  - prepare: wq [bytes(N, K)] = int8 copy of w [N, K], meta [4 * N] = per row its scale, upper bounds of its L1
  *    norm and of its quantisation residual's L2 norm, and the sum of its int8 values; false when w holds a
  *    non-finite value (the screen cannot bound the logits).
@@ -326,7 +328,7 @@ export function nativeScreen(): NativeScreen | null {
   const { addon } = loadAddon();
   if (!addon || !addon.screenSupported()) return null;
   return {
-    bytes: (N, K) => Math.ceil(N / 4) * 4 * Math.ceil(K / 64) * 64,
+    bytes: (N, K) => addon.screenBytes(N, K),
     prepare: (w, N, K, wq, meta) => addon.screenPrepare(w, N, K, wq, meta),
     select: (h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, maskIndex, kmax, out) =>
       addon.screenSelect(h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, maskIndex, kmax, out),

@@ -109,3 +109,40 @@ test('screened greedy AR picks what the plain rule picks on NaN rows', { skip },
   assert.deepEqual(plain.tokens, [[cfg.maskIndex, cfg.maskIndex, cfg.maskIndex, cfg.maskIndex], [cfg.maskIndex, cfg.maskIndex, cfg.maskIndex, cfg.maskIndex]]);
   assert.deepEqual(run(true).tokens, plain.tokens);
 });
+
+// The integer pass's sums (screenSelect's isum scratch) for M rows of h: 8-16 rows take the lane-major int8 copy,
+// others the dot form over the row-interleaved one (KFORCE_SCREEN_LANES=0: always the dot form).
+test('the int8 screen gives the same integer sums from both of its weight layouts', { skip }, () => {
+  const k = nativeScreen()!;
+  // N not a multiple of the 12-row tiles nor of the 4-row groups; K not a multiple of 64 (zero padding in both)
+  for (const [N, K] of [[3001, 100], [1213, 64]]) {
+    const w = new Float32Array(N * K).map((_, i) => Math.sin(i * 0.7311) * (1 + (i % 7)));
+    const wq = new Int8Array(k.bytes(N, K));
+    const meta = new Float32Array(4 * N);
+    assert.ok(k.prepare(w, N, K, wq, meta));
+    const sums = (h: Float32Array, M: number, lanes: boolean): Int32Array => {
+      const isum = new Int32Array(M * N);
+      const prev = process.env.KFORCE_SCREEN_LANES;
+      process.env.KFORCE_SCREEN_LANES = lanes ? '1' : '0';
+      try {
+        // one sequence taking no slots: the integer pass runs, nothing is selected
+        k.select(h, M, K, N, wq, meta, w, null, isum, Int32Array.of(0), Int32Array.of(0), [new Int32Array(N)],
+          Float64Array.of(0), N - 1, 1, new Int32Array(1));
+      } finally {
+        if (prev === undefined) delete process.env.KFORCE_SCREEN_LANES;
+        else process.env.KFORCE_SCREEN_LANES = prev;
+      }
+      return isum;
+    };
+    for (const M of [7, 8, 12, 16, 17]) {
+      const h = new Float32Array(M * K).map((_, i) => Math.cos(i * 1.37) * (1 + (i % 5)) - 0.3);
+      const both = sums(h, M, true);
+      assert.deepEqual(both, sums(h, M, false), `N ${N}, K ${K}, ${M} rows`);
+      // and row by row, each row alone through the dot form: a row's sums depend on that row only
+      for (const m of [0, M - 1]) {
+        assert.deepEqual(both.subarray(m * N, (m + 1) * N), sums(h.subarray(m * K, (m + 1) * K), 1, false), `row ${m} of ${M}`);
+      }
+      assert.ok(both.some((x) => x !== 0));
+    }
+  }
+});
