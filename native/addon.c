@@ -713,6 +713,14 @@ static napi_value js_screen_bytes(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// screenInt8Ratio() -> number: int8 dot-product instructions per fp32 FMA instruction on one core (0: no int8 kernels)
+static napi_value js_screen_int8_ratio(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+  napi_create_double(env, kf_screen_int8_ratio(), &r);
+  return r;
+}
+
 // screenSupported() -> boolean
 static napi_value js_screen_supported(napi_env env, napi_callback_info info) {
   (void)info;
@@ -892,7 +900,8 @@ NAPI_MODULE_INIT() {
     {"rope", js_rope}, {"attention", js_attention}, {"attentionBackward", js_attention_backward},
     {"crossEntropy", js_cross_entropy}, {"sumSquares", js_sum_squares}, {"adamw", js_adamw},
     {"sampleAr", js_sample_ar}, {"selectPflm", js_select_pflm}, {"exp64", js_exp64},
-    {"screenSupported", js_screen_supported}, {"screenBytes", js_screen_bytes}, {"screenPrepare", js_screen_prepare}, {"screenSelect", js_screen_select},
+    {"screenSupported", js_screen_supported}, {"screenBytes", js_screen_bytes},
+    {"screenInt8Ratio", js_screen_int8_ratio}, {"screenPrepare", js_screen_prepare}, {"screenSelect", js_screen_select},
     {"addInPlace", js_add_inplace}, {"scatterRows", js_scatter_rows},
     {"readBandwidth", js_read_bandwidth}, {"fmaPeak", js_fma_peak}, {"misalignment", js_misalignment}, {"info", js_info},
   };

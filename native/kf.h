@@ -130,6 +130,8 @@ int32_t kf_pflm_slot(float *row, size_t V, const int32_t *cnt, double lambda, in
 // ---- screened PFLM selection (screen.c): the same tokens from an int8 copy of the output layer -------------------
 // 1 when this build has the int8 dot-product kernels (AVX512_VNNI).
 int kf_screen_supported(void);
+// int8 dot-product instructions (vpdpbusd) per fp32 FMA instruction on one core, measured once (0: no int8 kernels).
+double kf_screen_int8_ratio(void);
 // Row stride of the int8 copy (K rounded up to 64) and its size in bytes (rows padded to a multiple of 4).
 size_t kf_screen_stride(size_t K);
 size_t kf_screen_bytes(size_t N, size_t K);

@@ -43,6 +43,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "kf.h"
 #include "simd.h"
 
@@ -55,6 +56,64 @@
 #define SCREEN_CAP 2048 // candidates above this: the full row is cheaper than gathering
 
 int kf_screen_supported(void) { return KF_SCREEN; }
+
+// The roofline charges the screen's int8 dot products at this host's rate for them relative to fp32 FMAs: vpdpbusd
+// (64 multiply-adds) against vfmadd231ps (16), both on 512-bit registers, 12 independent chains each, one thread, best
+// of 5 short runs. Zen 4 hosts ran the int8 instruction at about half the FMA rate (session 12), Zen 5 hosts at the
+// same rate (session 16).
+#if KF_SCREEN
+static double now_s(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+__attribute__((noinline)) static double fma_seconds(long n, float *sink) {
+  __m512 a[12];
+  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i * 1e-3f);
+  const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-4f);
+  const double t0 = now_s();
+  for (long r = 0; r < n; r++)
+    for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  const double t = now_s() - t0;
+  for (int i = 1; i < 12; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+  *sink += _mm512_reduce_add_ps(a[0]);
+  return t;
+}
+
+__attribute__((noinline)) static double dpbusd_seconds(long n, int *sink) {
+  __m512i a[12];
+  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_epi32(i);
+  const __m512i x = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-5);
+  const double t0 = now_s();
+  for (long r = 0; r < n; r++)
+    for (int i = 0; i < 12; i++) a[i] = _mm512_dpbusd_epi32(a[i], x, w);
+  const double t = now_s() - t0;
+  for (int i = 1; i < 12; i++) a[0] = _mm512_add_epi32(a[0], a[i]);
+  *sink += _mm512_reduce_add_epi32(a[0]);
+  return t;
+}
+#endif
+
+double kf_screen_int8_ratio(void) {
+#if KF_SCREEN
+  static double ratio = 0;
+  if (ratio > 0) return ratio;
+  const long n = 100000; // 1.2 M instructions: ~0.2 ms at this host's rates
+  float fs = 0;
+  int is = 0;
+  double tf = INFINITY, ti = INFINITY;
+  for (int r = 0; r < 5; r++) {
+    const double a = fma_seconds(n, &fs), b = dpbusd_seconds(n, &is);
+    tf = a < tf ? a : tf;
+    ti = b < ti ? b : ti;
+  }
+  ratio = ti > 0 && tf > 0 ? tf / ti : 0.5;
+  return ratio;
+#else
+  return 0;
+#endif
+}
 
 size_t kf_screen_stride(size_t K) { return (K + 63) / 64 * 64; }
 

@@ -13,7 +13,7 @@ import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { predictSpeedup, type MachineRates } from '../src/eval/roofline.ts';
+import { bestRates, predictSpeedup, type MachineRates } from '../src/eval/roofline.ts';
 import { screensLayer } from '../src/decode/screen.ts';
 import type { ModelConfig } from '../src/model/types.ts';
 import { measureDecodeRates } from '../src/eval/machine-rates.ts';
@@ -407,11 +407,10 @@ async function main(): Promise<void> {
   const measure = (when: string): void => {
     const m = measureDecodeRates(new Float32Array(1), hidden);
     readings.push(m);
-    log(`machine (measured ${when}): DRAM read ${(m.bandwidth / 1e9).toFixed(1)} GB/s, matmul ${(m.flops / 1e9).toFixed(1)} GFLOP/s`);
+    log(`machine (measured ${when}): DRAM read ${(m.bandwidth / 1e9).toFixed(1)} GB/s, matmul ${(m.flops / 1e9).toFixed(1)} GFLOP/s` +
+      (m.int8Ratio !== undefined ? `, int8 / fp32 instruction rate ${m.int8Ratio.toFixed(2)}` : ''));
   };
-  const best = (): MachineRates => ({
-    bandwidth: Math.max(...readings.map((m) => m.bandwidth)), flops: Math.max(...readings.map((m) => m.flops)),
-  });
+  const best = (): MachineRates => readings.reduce(bestRates);
   measure('before the servers start');
   const results: LevelResult[] = [];
   const ratios: Array<{ modelName: string; clients: number; ratio: number; predicted: number; withinTarget: boolean; target: string }> = [];
@@ -466,7 +465,7 @@ async function main(): Promise<void> {
   }
   if (a.json) {
     console.log(JSON.stringify({
-      machine: { bandwidthGBs: best().bandwidth / 1e9, gflops: best().flops / 1e9,
+      machine: { bandwidthGBs: best().bandwidth / 1e9, gflops: best().flops / 1e9, int8Ratio: best().int8Ratio ?? null,
         readings: readings.map((m) => ({ bandwidthGBs: m.bandwidth / 1e9, gflops: m.flops / 1e9 })) },
       settings: { duration: a.duration, repeats: a.repeats, warmup: a.warmup, promptTokens: a.promptTokens, maxTokens: a.maxTokens, k: a.k },
       results,

@@ -9,7 +9,7 @@ import { screensOutput } from '../decode/screen.ts';
 import { Rng } from '../tensor/rng.ts';
 import { hugePages, packedLinears } from '../tensor/native.ts';
 import { median } from './metrics.ts';
-import { predictRun, type MachineRates, type RunPrediction } from './roofline.ts';
+import { bestRates, DEFAULT_INT8_RATIO, predictRun, type MachineRates, type RunPrediction } from './roofline.ts';
 import { markdownTable, num, textTable, type Cell } from './report.ts';
 import { lineChart } from './svg.ts';
 
@@ -155,8 +155,9 @@ export function runSpeedBench(models: SpeedModels, opts: SpeedOptions): SpeedRep
     log('measuring DRAM read bandwidth and GEMM rate');
     const m = opts.measureRates();
     samples.push(m);
-    rates = rates ? { bandwidth: Math.max(rates.bandwidth, m.bandwidth), flops: Math.max(rates.flops, m.flops) } : m;
+    rates = rates ? bestRates(rates, m) : m;
     log(`bandwidth ${(m.bandwidth / 1e9).toFixed(1)} GB/s, GEMM ${(m.flops / 1e9).toFixed(0)} GFLOP/s` +
+      (m.int8Ratio !== undefined ? `, int8 / fp32 instruction rate ${m.int8Ratio.toFixed(2)}` : '') +
       (samples.length > 1 ? ` (best so far ${(rates.bandwidth / 1e9).toFixed(1)} GB/s, ${(rates.flops / 1e9).toFixed(0)} GFLOP/s)` : ''));
     const times = new Map<number, number[]>(configs.map((k) => [k, []]));
     const passes = new Map<number, number>();
@@ -248,7 +249,9 @@ export function speedMarkdown(r: SpeedReport): string {
     'softmax and inverse CDF over the vocabulary per token; PFLM: penalised argmax per slot), outside the forward passes' +
     (r.screenedOutput
       ? '; the PFLM picks its tokens inside the step: its output layer is screened (int8 bounds on every logit, exact ' +
-        'fp32 logits for the candidates only: the same tokens), and the roofline counts the int8 weights it reads.'
+        'fp32 logits for the candidates only: the same tokens), and the roofline counts the int8 weights it reads and ' +
+        `its int8 dot products at ${num(r.rates.int8Ratio ?? DEFAULT_INT8_RATIO, 2)} times the fp32 FMA instruction rate ` +
+        `(${r.rates.int8Ratio === undefined ? 'assumed' : 'measured in this run'}: 1 / (2 x that) FLOPs per multiply-add).`
       : '.') +
     ` Memory: transparent huge pages ${r.hugePages ? 'on' : 'off'} (KFORCE_LIN_HUGE; see tensor/native.ts hugePages);` +
     ` packed weights for linears of 9-64 rows ${r.packedLinears ? 'on' : 'off'} (tensor/native.ts packedLinears).\n\n`;
@@ -281,6 +284,7 @@ export function speedJson(r: SpeedReport): object {
     repeats: r.repeats,
     bandwidthGBs: r.rates.bandwidth / 1e9,
     gemmGflops: r.rates.flops / 1e9,
+    ...(r.rates.int8Ratio !== undefined ? { int8Ratio: r.rates.int8Ratio } : {}),
     rateSamples: r.rateSamples.map((m) => ({ bandwidthGBs: m.bandwidth / 1e9, gemmGflops: m.flops / 1e9 })),
     screenedOutput: r.screenedOutput,
     hugePages: r.hugePages,

@@ -1,9 +1,10 @@
 // The two machine limits a roofline needs, measured in the same process as the benchmark they explain (bandwidth on
 // these shared machines drifts between runs, ENGINEERING.md): DRAM read bandwidth over a buffer larger than the
 // caches (ideally the model's own weights, the bytes a decode step streams) and the GEMM rate of the backend's
-// `linear` on a large shape.
+// `linear` on a large shape; with the int8 screen kernels, also their instruction rate against fp32 FMAs (the
+// screened output layer's share of the roofline).
 import { getBackend } from '../tensor/select.ts';
-import { loadNativeBackend } from '../tensor/native.ts';
+import { loadNativeBackend, nativeScreen } from '../tensor/native.ts';
 import { benchLinearShapes, measureReadBandwidth } from './bench-kernels.ts';
 import type { MachineRates } from './roofline.ts';
 
@@ -52,12 +53,16 @@ export function measureLinear(M: number, K: number, N: number, reps = 3): number
 
 /**
  * Rates for a decode roofline: bandwidth over `weights` (at least 256 MiB is read, repeating a smaller buffer's
- * size would measure caches, so a small model's buffer is replaced by a 256 MiB one) and the GEMM rate on
- * [512, hidden] x [hidden, 4 hidden] (hidden at least 768 so small models get the machine's rate, not overheads).
+ * size would measure caches, so a small model's buffer is replaced by a 256 MiB one), the GEMM rate on
+ * [512, hidden] x [hidden, 4 hidden] (hidden at least 768 so small models get the machine's rate, not overheads), and
+ * where the int8 screen kernels exist their int8 / fp32 instruction rate ratio.
  */
 export function measureDecodeRates(weights: Float32Array, hidden: number): MachineRates {
   const minBytes = 256 * 2 ** 20;
   const buf = weights.length * 4 >= minBytes ? weights : new Float32Array(minBytes / 4).fill(1);
   const D = Math.max(768, hidden);
-  return { bandwidth: measureBandwidth(buf), flops: measureLinear(512, D, 4 * D) };
+  const rates: MachineRates = { bandwidth: measureBandwidth(buf), flops: measureLinear(512, D, 4 * D) };
+  const screen = nativeScreen();
+  if (screen) rates.int8Ratio = screen.int8Ratio();
+  return rates;
 }

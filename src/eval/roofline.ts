@@ -11,10 +11,12 @@
 // Per step AR feeds 1 token per sequence; the PFLM feeds 2k (the k tokens of the previous block plus k noises).
 // A PFLM step with the screened output layer (src/decode/screen.ts) reads the int8 copy of the output weights (1 byte
 // a weight, plus 16 bytes of bounds per row) instead of the fp32 matrix; its dot products (one int8 part of each
-// activation, 4 multiply-adds per int32 lane per instruction) take a quarter of the instructions of the fp32 ones at
-// half their rate (3.5 against 6.3-6.8 G instructions/s on one core here, session 12), so they count as half the
-// FLOPs; the candidates' second round and exact recomputation (a few hundred KB) are left out. Only steps of up to
-// SCREEN_MAX_ROWS noise rows are screened (larger ones, unmeasured, compute the fp32 layer), and so the roofline.
+// activation, 4 multiply-adds per int32 lane per instruction) take a quarter of the instructions of the fp32 ones, at
+// the host's int8 / fp32 instruction rate ratio (MachineRates.int8Ratio, measured by the benchmark: about 0.5 on the
+// Zen 4 hosts of session 12, 1.0 on the Zen 5 hosts of session 16), so they count as 1 / (2 ratio) FLOPs per
+// multiply-add against 2 for fp32; the candidates' second round and exact recomputation (a few hundred KB) are left
+// out. Only steps of up to SCREEN_MAX_ROWS noise rows are screened (larger ones, unmeasured, compute the fp32 layer),
+// and so the roofline.
 import type { ModelConfig } from '../model/types.ts';
 import { SCREEN_MAX_ROWS } from '../decode/screen.ts';
 import { NOISE_ROWS_PER_PASS } from '../decode/noise.ts';
@@ -24,6 +26,19 @@ export interface MachineRates {
   bandwidth: number;
   /** Dense matmul rate, FLOP per second. */
   flops: number;
+  /** int8 dot-product instructions (64 multiply-adds) per fp32 FMA instruction (16) on one core; absent: 0.5. */
+  int8Ratio?: number;
+}
+
+/** The int8 / fp32 instruction rate ratio a roofline assumes when none was measured (session 12's hosts). */
+export const DEFAULT_INT8_RATIO = 0.5;
+
+/** The better of two readings, limit by limit (each a limit of the machine that other tenants can only push down). */
+export function bestRates(a: MachineRates, b: MachineRates): MachineRates {
+  const r: MachineRates = { bandwidth: Math.max(a.bandwidth, b.bandwidth), flops: Math.max(a.flops, b.flops) };
+  const ratios = [a.int8Ratio, b.int8Ratio].filter((x): x is number => x !== undefined);
+  if (ratios.length > 0) r.int8Ratio = Math.max(...ratios);
+  return r;
 }
 
 /** Parameter counts of the parts a decode step reads. */
@@ -71,9 +86,12 @@ export interface StepCost {
 
 /**
  * Bytes moved and FLOPs of one step. `bytesPerWeight` is the storage width of the weights (4 for float32);
- * activations and the cache are float32. `screened`: a PFLM step's output layer is the int8 screen.
+ * activations and the cache are float32. `screened`: a PFLM step's output layer is the int8 screen, whose
+ * multiply-adds count as 1 / (2 int8Ratio) FLOPs each.
  */
-export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, screened = false): StepCost {
+export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, screened = false,
+  int8Ratio = DEFAULT_INT8_RATIO): StepCost {
+  if (!(int8Ratio > 0)) throw new Error(`stepCost: int8Ratio must be > 0, got ${int8Ratio}`);
   const D = cfg.hiddenSize;
   const V = cfg.vocabSize;
   const L = cfg.nBlocks;
@@ -110,7 +128,7 @@ export function stepCost(cfg: ModelConfig, s: StepShape, bytesPerWeight = 4, scr
   const attnFlops = s.batch * 4 * D * (ctxKeys * ctxLayers + noiseKeys * L);
   const ctxRows = s.batch * s.newContext, noiseRows = s.batch * s.noise;
   const blockFlops = 2 * (12 * D * D) * (noiseRows * L + ctxRows * ctxLayers) + (L - ctxLayers) * 2 * ctxRows * 3 * D * D;
-  const outFlops = (screen ? 1 : 2) * outRows * D * V;
+  const outFlops = (screen ? 1 / (2 * int8Ratio) : 2) * outRows * D * V;
   const noiseFlops = 2 * noiseRows * (10 * D * D);
   const all: StepPhase[] = [
     { name: 'blocks', bytes: blockBytes, flops: blockFlops },
@@ -194,7 +212,7 @@ export function predictRun(cfg: ModelConfig, r: RunShape, m: MachineRates, bytes
   let seconds = 0;
   let bytes = 0;
   let flops = 0;
-  const costs = shapes.map((s) => stepCost(cfg, s, bytesPerWeight, screened));
+  const costs = shapes.map((s) => stepCost(cfg, s, bytesPerWeight, screened, m.int8Ratio ?? DEFAULT_INT8_RATIO));
   for (const c of costs) {
     seconds += stepSeconds(c, m);
     bytes += c.bytes;

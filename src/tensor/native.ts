@@ -47,6 +47,7 @@ interface Addon {
   exp64(out: Float64Array, x: Float64Array): void;
   screenSupported(): boolean;
   screenBytes(N: number, K: number): number;
+  screenInt8Ratio(): number;
   screenPrepare(w: Float32Array, N: number, K: number, wq: Int8Array, meta: Float32Array): boolean;
   screenSelect(h: Float32Array, M: number, K: number, N: number, wq: Int8Array, meta: Float32Array, w: Float32Array,
     bias: Float32Array | null, isum: Int32Array, rowStart: Int32Array, takes: Int32Array, counts: Int32Array[],
@@ -306,6 +307,8 @@ export function nativeSelect(): NativeSelect | null {
 /**
  * The screened PFLM selection of the addon (native/screen.c); null when the addon is unavailable or was built
  * without int8 dot products (AVX512_VNNI).
+ *  - int8Ratio(): int8 dot-product instructions (vpdpbusd, 64 multiply-adds) per fp32 FMA instruction (16) on one
+ *    core of this host, measured once per process (~2 ms).
  *  - bytes(N, K): size of the int8 weight copies (rows of K rounded up to 64 bytes, twice: in groups of 4 rows for
  *    1-7 h rows and lane-major tiles of 12 rows for 8 or more, native/screen.c).
  *  - prepare: wq [bytes(N, K)] = int8 copy of w [N, K], meta [4 * N] = per row its scale, upper bounds of its L1
@@ -318,6 +321,7 @@ export function nativeSelect(): NativeSelect | null {
  */
 export interface NativeScreen {
   bytes(N: number, K: number): number;
+  int8Ratio(): number;
   prepare(w: Float32Array, N: number, K: number, wq: Int8Array, meta: Float32Array): boolean;
   select(h: Float32Array, M: number, K: number, N: number, wq: Int8Array, meta: Float32Array, w: Float32Array,
     bias: Float32Array | null, isum: Int32Array, rowStart: Int32Array, takes: Int32Array, counts: Int32Array[],
@@ -329,6 +333,7 @@ export function nativeScreen(): NativeScreen | null {
   if (!addon || !addon.screenSupported()) return null;
   return {
     bytes: (N, K) => addon.screenBytes(N, K),
+    int8Ratio: () => addon.screenInt8Ratio(),
     prepare: (w, N, K, wq, meta) => addon.screenPrepare(w, N, K, wq, meta),
     select: (h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, maskIndex, kmax, out) =>
       addon.screenSelect(h, M, K, N, wq, meta, w, bias, isum, rowStart, takes, counts, lambdas, maskIndex, kmax, out),

@@ -7,6 +7,7 @@ import { SCREEN_MAX_ROWS, SCREEN_MIN_BYTES, screensOutput } from '../../src/deco
 import { randomModels } from '../../src/eval/random-model.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
 import { nativeScreen } from '../../src/tensor/native.ts';
+import { measureDecodeRates } from '../../src/eval/machine-rates.ts';
 
 const skip = nativeScreen() ? false : 'no native int8 screen kernels: generation takes the plain path only';
 const cfg: ModelConfig = { vocabSize: 3001, hiddenSize: 64, nHeads: 4, nBlocks: 2, maskIndex: 3000, maxK: 4, maxSeqLen: 64 };
@@ -145,4 +146,13 @@ test('the int8 screen gives the same integer sums from both of its weight layout
       assert.ok(both.some((x) => x !== 0));
     }
   }
+});
+
+test('the roofline reads the int8 screen kernels\' instruction rate from this host, and the bench reports it', { skip }, () => {
+  const r = nativeScreen()!.int8Ratio();
+  // Zen 4 hosts ~0.5, Zen 5 ~1.0; anything far outside means the measurement broke
+  assert.ok(r > 0.2 && r < 3, `int8 / fp32 instruction rate ${r}`);
+  assert.equal(nativeScreen()!.int8Ratio(), r, 'measured once per process');
+  const m = measureDecodeRates(new Float32Array(1), 64);
+  assert.equal(m.int8Ratio, r);
 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { paramCounts, predictRun, predictSpeedup, stepCost, stepMemoryBound, stepSeconds } from '../../src/eval/roofline.ts';
+import { bestRates, DEFAULT_INT8_RATIO, paramCounts, predictRun, predictSpeedup, stepCost, stepMemoryBound, stepSeconds } from '../../src/eval/roofline.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
 import { SCREEN_MAX_ROWS } from '../../src/decode/screen.ts';
 
@@ -73,6 +73,12 @@ test('a PFLM step with the screened output layer reads int8 output weights and d
   assert.deepEqual(stepCost(tiny, ar, 4, true), stepCost(tiny, ar));
   const wide = { batch: Math.floor(SCREEN_MAX_ROWS / 4) + 1, newContext: 4, cached: 5, noise: 4, outRows: 4 };
   assert.deepEqual(stepCost(tiny, wide, 4, true), stepCost(tiny, wide));
+  // at the int8 / fp32 instruction rate ratio of the host: 1 / (2 ratio) FLOPs per multiply-add (0.5 when not given)
+  const out = plain.flops - (2 * 4 * 2 * 3); // everything but the output layer
+  assert.equal(stepCost(tiny, shape, 4, true, 1).flops - out, (2 * 4 * 2 * 3) / 4);
+  assert.equal(stepCost(tiny, shape, 4, true, 0.25).flops - out, 2 * 4 * 2 * 3);
+  assert.deepEqual(stepCost(tiny, shape, 4, true, DEFAULT_INT8_RATIO), screened);
+  assert.throws(() => stepCost(tiny, shape, 4, true, 0), /int8Ratio must be > 0/);
   // official architecture at batch 1: ~115 MB less per step, so the prediction rises above the plain one
   const m = { bandwidth: 45e9, flops: 190e9 };
   const shape1 = { batch: 1, promptLength: 6, newTokens: 122 };
@@ -108,4 +114,18 @@ test('run predictions: step counts, passes per token, the regimes of the officia
   const long = predictRun(official, { batch: 16, k: 0, promptLength: 6, newTokens: 1018 }, m);
   assert.ok(long.meanBytes > ar.meanBytes * 2);
   assert.throws(() => predictRun(official, { batch: 0, k: 0, promptLength: 6, newTokens: 1 }, m), /batch/);
+});
+
+test('predictions take the measured int8 rate; the best of two readings is taken limit by limit', () => {
+  // batch 4, k = 4: 16 screened rows, where the output layer's int8 work outweighs its int8 bytes
+  const m = { bandwidth: 50e9, flops: 350e9 };
+  const shape = { batch: 4, promptLength: 6, newTokens: 122 };
+  const half = predictRun(official, { ...shape, k: 4 }, m, 4, true).seconds;
+  assert.equal(predictRun(official, { ...shape, k: 4 }, { ...m, int8Ratio: DEFAULT_INT8_RATIO }, 4, true).seconds, half);
+  const full = predictRun(official, { ...shape, k: 4 }, { ...m, int8Ratio: 1 }, 4, true).seconds;
+  assert.ok(full < half, `${full} < ${half}`);
+  assert.ok(predictSpeedup(official, shape, 4, { ...m, int8Ratio: 1 }, 4, true) > predictSpeedup(official, shape, 4, m, 4, true));
+  assert.deepEqual(bestRates({ bandwidth: 1, flops: 4 }, { bandwidth: 3, flops: 2, int8Ratio: 0.9 }), { bandwidth: 3, flops: 4, int8Ratio: 0.9 });
+  assert.deepEqual(bestRates({ bandwidth: 1, flops: 4, int8Ratio: 1 }, { bandwidth: 3, flops: 2, int8Ratio: 0.5 }), { bandwidth: 3, flops: 4, int8Ratio: 1 });
+  assert.deepEqual(bestRates({ bandwidth: 1, flops: 4 }, { bandwidth: 3, flops: 2 }), { bandwidth: 3, flops: 4 });
 });
