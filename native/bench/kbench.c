@@ -1,7 +1,8 @@
 // Stand-alone C driver of the native kernels (no Node): the same measurements as src/eval/bench-kernels.ts, for
 // tuning on machines without Node or on quiet hosts. Build: see native/bench/build.sh. Not part of the addon.
 //   kbench [shapes|decode|all] [rows,...] | kbench screen [rows,...] | kbench ab ... | kbench abdecode ... |
-//   kbench overlap [MB] [prefetch bytes] [hint] | kbench peak | kbench abpacked rows [reps]
+//   kbench overlap [MB] [prefetch bytes] [hint] | kbench peak | kbench abpacked rows [reps] | kbench ridge [MB]
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,105 @@ static int overlap(int argc, char **argv) {
 }
 
 
+// kbench ridge [MB]: the packed path's arithmetic at 16 and 32 rows (x rows across the lanes, one or two row vectors
+// held in registers, 12 weights broadcast per step as the 12-row tiles do) over MB of weights (default 340: the
+// official blocks) streamed by both threads, against the stream alone and the FMAs alone over a 192 KB L2-resident
+// buffer; alternating, medians. No lane passes, parking, reductions or x loads: what a perfect kernel would get.
+typedef struct {
+  const float *w, *hot[2];
+  size_t n; // floats per thread, a multiple of 48 * 1024
+  int form; // 0 stream alone, 1/2: V = 1 streamed / hot, 3/4: V = 2 streamed / hot
+  float sink[2][16];
+} ridge_job;
+
+typedef struct {
+  ridge_job *j;
+  int tid;
+} ridge_arg;
+
+static void *ridge_task(void *p) {
+  ridge_job *j = ((ridge_arg *)p)->j;
+  const int tid = ((ridge_arg *)p)->tid;
+  const int V = j->form >= 3 ? 2 : 1, hot = j->form == 2 || j->form == 4;
+  const size_t n = j->n;
+  __m512 a[24];
+  for (int i = 0; i < 24; i++) a[i] = _mm512_setzero_ps();
+  const __m512 x0 = _mm512_set1_ps(1.0001f), x1 = _mm512_set1_ps(0.9999f);
+  if (j->form == 0) {
+    const float *w = j->w + tid * n;
+    for (size_t i = 0; i < n; i += 64) {
+      _mm_prefetch((const char *)(w + i) + 4096, _MM_HINT_T0);
+      _mm_prefetch((const char *)(w + i) + 4160, _MM_HINT_T0);
+      _mm_prefetch((const char *)(w + i) + 4224, _MM_HINT_T0);
+      _mm_prefetch((const char *)(w + i) + 4288, _MM_HINT_T0);
+      a[0] = _mm512_add_ps(a[0], _mm512_load_ps(w + i));
+      a[1] = _mm512_add_ps(a[1], _mm512_load_ps(w + i + 16));
+      a[2] = _mm512_add_ps(a[2], _mm512_load_ps(w + i + 32));
+      a[3] = _mm512_add_ps(a[3], _mm512_load_ps(w + i + 48));
+    }
+  } else {
+    const size_t chunk = hot ? 48 * 1024 : n; // floats walked before starting over (192 KB when hot)
+    for (size_t c0 = 0; c0 < n; c0 += chunk) {
+      const float *w = hot ? j->hot[tid] : j->w + tid * n;
+      if (V == 1)
+        for (size_t i = 0; i < chunk; i += 12) {
+          if (!hot) _mm_prefetch((const char *)(w + i) + 4096, _MM_HINT_T0);
+#pragma GCC unroll 12
+          for (int k = 0; k < 12; k++) a[k] = _mm512_fmadd_ps(x0, _mm512_set1_ps(w[i + k]), a[k]);
+        }
+      else
+        for (size_t i = 0; i < chunk; i += 12) {
+          if (!hot) _mm_prefetch((const char *)(w + i) + 4096, _MM_HINT_T0);
+#pragma GCC unroll 12
+          for (int k = 0; k < 12; k++) {
+            const __m512 b = _mm512_set1_ps(w[i + k]);
+            a[2 * k] = _mm512_fmadd_ps(x0, b, a[2 * k]);
+            a[2 * k + 1] = _mm512_fmadd_ps(x1, b, a[2 * k + 1]);
+          }
+        }
+    }
+  }
+  __m512 s = a[0];
+  for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, a[i]);
+  _mm512_storeu_ps(j->sink[tid], s);
+  return NULL;
+}
+
+static int ridge(int argc, char **argv) {
+  const size_t mb = argc > 2 ? (size_t)atoi(argv[2]) : 340;
+  if (mb < 8 || mb > 4096) return fprintf(stderr, "kbench ridge: MB must be in [8, 4096]\n"), 2;
+  ridge_job j = {0};
+  j.n = (mb << 20) / 4 / 2 / (48 * 1024) * (48 * 1024);
+  huge = 1;
+  j.w = fill(2 * j.n, 21);
+  huge = 0;
+  for (int t = 0; t < 2; t++) j.hot[t] = fill(48 * 1024, 22 + t);
+  const char *names[5] = {"stream alone", "16 rows: stream + FMAs", "16 rows: FMAs alone (L2)",
+                          "32 rows: stream + FMAs", "32 rows: FMAs alone (L2)"};
+  const int reps = 11;
+  static double t[5][11];
+  for (int r = -1; r < reps; r++)
+    for (int f = 0; f < 5; f++) {
+      j.form = f;
+      const double t0 = now_ms();
+      // two threads of its own, started per run (~0.1 ms against 10+ ms runs)
+      pthread_t th[2];
+      ridge_arg ra[2] = {{&j, 0}, {&j, 1}};
+      for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, ridge_task, &ra[i]);
+      for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+      if (r >= 0) t[f][r] = now_ms() - t0;
+    }
+  const double bytes = 2.0 * j.n * 4;
+  printf("ridge: %.0f MB over 2 threads (huge pages), medians of %d\n", bytes / 1e6, reps);
+  for (int f = 0; f < 5; f++) {
+    qsort(t[f], reps, sizeof(double), cmp);
+    const double ms = t[f][reps / 2], flops = f == 0 ? 0 : 2.0 * 2 * j.n * 16 * (f >= 3 ? 2 : 1);
+    printf("  %-26s %7.2f ms  %5.1f GB/s of weights  %6.1f GFLOP/s\n", names[f], ms, f == 2 || f == 4 ? 0 : bytes / ms / 1e6,
+           flops / ms / 1e6);
+  }
+  return 0;
+}
+
 // kbench abpacked rows [reps]: the 48 block matrices streamed at `rows` rows, alternating kf_linear and
 // kf_linear_vpacked (the packed copies made first; the plain path must give the same bits, checked once): medians per
 // shape and in all.
@@ -358,6 +458,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "abdecode")) return abdecode(argc, argv);
   if (!strcmp(mode, "abpacked")) return abpacked(argc, argv);
   if (!strcmp(mode, "screen")) return screen(argc, argv);
+  if (!strcmp(mode, "ridge")) return ridge(argc, argv);
   if (!strcmp(mode, "overlap")) return overlap(argc, argv);
   if (!strcmp(mode, "peak")) {
     kf_fma_peak(50);
