@@ -642,38 +642,39 @@ static void vp_finish(int V, const __m512 *park, const float *bias, float *out, 
   }
 }
 
-static __thread void *vp_xt; // the calling thread's xT, read by both threads
+// Each thread's own xT, [K][Mp] in lane-major row order (x row k at (k % 16) * K / 16 + k / 16), grown on demand.
+// Every thread transposes all of x for itself: with one shared copy, each made half and read both halves, and the
+// lines the other core had written moved between the cores on every call (kept in session 16, runs/vp-one.ts with
+// per-phase timers: the shared transpose took 8 us per thread at K = 768 and 34 at K = 3072 for its half, a thread's
+// own whole copy 3 and 17, and the tiles ran faster from a local copy: 32-row calls 4-15% shorter).
+static __thread void *vp_xt;
 static __thread size_t vp_xt_bytes;
 
 typedef struct {
   lin_job *j;
   const float *packed;
-  float *xT;        // [K][Mp] in lane-major row order: x row k at (k % 16) * K / 16 + k / 16
-  size_t Mp;        // rows rounded up to 16
-  atomic_int ready; // threads done with their share of xT
+  size_t Mp; // rows rounded up to 16
 } vp_job;
 
-// Thread tid's share of xT (16-column blocks of K, interleaved between threads), 16x16 blocks in registers.
-static void vp_transpose(vp_job *vp, int tid, int nt) {
-  const lin_job *j = vp->j;
-  const size_t K = j->K, M = j->M, Mp = vp->Mp, J = K / 16;
-  for (size_t kb = (size_t)tid * 16; kb < K; kb += (size_t)nt * 16)
+// x into xT, 16x16 blocks in registers.
+static void vp_transpose(const lin_job *j, size_t Mp, float *xT) {
+  const size_t K = j->K, M = j->M, J = K / 16;
+  for (size_t kb = 0; kb < K; kb += 16)
     for (size_t m0 = 0; m0 < Mp; m0 += 16) {
       __m512 r[16];
       for (size_t i = 0; i < 16; i++) r[i] = m0 + i < M ? _mm512_loadu_ps(j->x + (m0 + i) * K + kb) : _mm512_setzero_ps();
       vtrans16(r);
-      for (size_t c = 0; c < 16; c++) _mm512_store_ps(vp->xT + (c * J + kb / 16) * Mp + m0, r[c]);
+      for (size_t c = 0; c < 16; c++) _mm512_store_ps(xT + (c * J + kb / 16) * Mp + m0, r[c]);
     }
 }
 
 static void vp_task(void *p, int tid, int nt) {
+  (void)tid;
+  (void)nt;
   vp_job *vp = p;
   lin_job *j = vp->j;
-  vp_transpose(vp, tid, nt);
-  // Every thread reads all of xT: wait for the others' shares. (kf_parallel runs its nt tasks on nt threads at once,
-  // the caller and the pool's workers, so the others do arrive; with nt = 1 there is nothing to wait for.)
-  atomic_fetch_add_explicit(&vp->ready, 1, memory_order_acq_rel);
-  while (atomic_load_explicit(&vp->ready, memory_order_acquire) < nt) _mm_pause();
+  float *xT = grow_buffer(&vp_xt, &vp_xt_bytes, j->K * vp->Mp * sizeof(float));
+  vp_transpose(j, vp->Mp, xT);
   const size_t K = j->K, N = j->N, M = j->M, J = K / 16, V = vp->Mp / 16;
   const size_t pd = knob_vpd > 0 ? (size_t)knob_vpd : 0;
   __m512 *park = park_space(16 * VP_NN * V);
@@ -683,7 +684,7 @@ static void vp_task(void *p, int tid, int nt) {
     size_t n0, n1;
     kf_block_rows(&j->split, b, &n0, &n1); // multiples of 24 rows: tiles never straddle blocks
     for (size_t n = n0; n < n1; n += VP_NN) {
-      vp_tiles[V - 1](vp->xT, vp->Mp, vp->packed + (n / VP_NN) * 16 * J * VP_NN, J, park, pd);
+      vp_tiles[V - 1](xT, vp->Mp, vp->packed + (n / VP_NN) * 16 * J * VP_NN, J, park, pd);
       vp_finish((int)V, park, j->bias, j->out, M, N, n, n1 - n < VP_NN ? (int)(n1 - n) : VP_NN);
     }
     act_rows(j, 0, M, n0, n1);
@@ -714,7 +715,7 @@ void kf_linear_vpacked(float *out, const float *x, const float *packed, const fl
                           knob_tail > 1 ? (size_t)knob_tail : 1);
   j.nblocks = j.split.nblocks;
   atomic_init(&j.next, 0);
-  vp_job vp = {&j, packed, grow_buffer(&vp_xt, &vp_xt_bytes, K * Mp * sizeof(float)), Mp, 0};
+  vp_job vp = {&j, packed, Mp};
   kf_parallel(vp_task, &vp, j.nblocks > 1 ? KF_THREADS : 1);
 }
 
