@@ -59,7 +59,7 @@ int kf_screen_supported(void) { return KF_SCREEN; }
 
 // The roofline charges the screen's int8 dot products at this host's rate for them relative to fp32 FMAs: vpdpbusd
 // (64 multiply-adds) against vfmadd231ps (16), both on 512-bit registers, 12 independent chains each, one thread, best
-// of 5 short runs. Zen 4 hosts ran the int8 instruction at about half the FMA rate (session 12), Zen 5 hosts at the
+// of 7 alternating runs (~10 ms in all, once per process). Zen 4 hosts ran the int8 instruction at about half the FMA rate (session 12), Zen 5 hosts at the
 // same rate (session 16).
 #if KF_SCREEN
 static double now_s(void) {
@@ -68,29 +68,46 @@ static double now_s(void) {
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+// Twelve named accumulators: with an array GCC copied every dpbusd accumulator to another register each iteration,
+// and those copies alone took the measured ratio from 1.0 to 0.71 in some processes.
+#define RATE_ACC(T, init) T a0 = init, a1 = init, a2 = init, a3 = init, a4 = init, a5 = init, a6 = init, a7 = init, \
+                                a8 = init, a9 = init, a10 = init, a11 = init
+#define RATE_STEP(op) \
+  a0 = op(a0); a1 = op(a1); a2 = op(a2); a3 = op(a3); a4 = op(a4); a5 = op(a5); \
+  a6 = op(a6); a7 = op(a7); a8 = op(a8); a9 = op(a9); a10 = op(a10); a11 = op(a11)
+
 __attribute__((noinline)) static double fma_seconds(long n, float *sink) {
-  __m512 a[12];
-  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_ps((float)i * 1e-3f);
   const __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-4f);
+  RATE_ACC(__m512, _mm512_set1_ps(1e-3f));
+#define FMA1(a) _mm512_fmadd_ps(a, b, c)
   const double t0 = now_s();
-  for (long r = 0; r < n; r++)
-    for (int i = 0; i < 12; i++) a[i] = _mm512_fmadd_ps(a[i], b, c);
+  for (long r = 0; r < n; r++) {
+    RATE_STEP(FMA1);
+  }
   const double t = now_s() - t0;
-  for (int i = 1; i < 12; i++) a[0] = _mm512_add_ps(a[0], a[i]);
-  *sink += _mm512_reduce_add_ps(a[0]);
+#undef FMA1
+  const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                                               _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7))),
+                                 _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+  *sink += _mm512_reduce_add_ps(s);
   return t;
 }
 
 __attribute__((noinline)) static double dpbusd_seconds(long n, int *sink) {
-  __m512i a[12];
-  for (int i = 0; i < 12; i++) a[i] = _mm512_set1_epi32(i);
   const __m512i x = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-5);
+  RATE_ACC(__m512i, _mm512_set1_epi32(1));
+#define DP1(a) _mm512_dpbusd_epi32(a, x, w)
   const double t0 = now_s();
-  for (long r = 0; r < n; r++)
-    for (int i = 0; i < 12; i++) a[i] = _mm512_dpbusd_epi32(a[i], x, w);
+  for (long r = 0; r < n; r++) {
+    RATE_STEP(DP1);
+  }
   const double t = now_s() - t0;
-  for (int i = 1; i < 12; i++) a[0] = _mm512_add_epi32(a[0], a[i]);
-  *sink += _mm512_reduce_add_epi32(a[0]);
+#undef DP1
+  const __m512i s = _mm512_add_epi32(
+      _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                       _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7))),
+      _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
+  *sink += _mm512_reduce_add_epi32(s);
   return t;
 }
 #endif
@@ -99,11 +116,11 @@ double kf_screen_int8_ratio(void) {
 #if KF_SCREEN
   static double ratio = 0;
   if (ratio > 0) return ratio;
-  const long n = 100000; // 1.2 M instructions: ~0.2 ms at this host's rates
+  const long n = 400000; // 4.8 M instructions: ~0.7 ms at this host's rates
   float fs = 0;
   int is = 0;
   double tf = INFINITY, ti = INFINITY;
-  for (int r = 0; r < 5; r++) {
+  for (int r = 0; r < 7; r++) {
     const double a = fma_seconds(n, &fs), b = dpbusd_seconds(n, &is);
     tf = a < tf ? a : tf;
     ti = b < ti ? b : ti;

@@ -308,7 +308,7 @@ export function nativeSelect(): NativeSelect | null {
  * The screened PFLM selection of the addon (native/screen.c); null when the addon is unavailable or was built
  * without int8 dot products (AVX512_VNNI).
  *  - int8Ratio(): int8 dot-product instructions (vpdpbusd, 64 multiply-adds) per fp32 FMA instruction (16) on one
- *    core of this host, measured once per process (~2 ms).
+ *    core of this host, measured once per process (~10 ms).
  *  - bytes(N, K): size of the int8 weight copies (rows of K rounded up to 64 bytes, twice: in groups of 4 rows for
  *    1-7 h rows and lane-major tiles of 12 rows for 8 or more, native/screen.c).
  *  - prepare: wq [bytes(N, K)] = int8 copy of w [N, K], meta [4 * N] = per row its scale, upper bounds of its L1
