@@ -192,16 +192,21 @@ static napi_value js_vpack(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// vpackFloats(N, K) -> number: the size of vpack's copy; vpackUse(M, K) -> boolean: whether M rows of K columns run
-// faster from it.
-static napi_value js_vpack_floats(napi_env env, napi_callback_info info) {
+// fname(N, K) -> number: a buffer size computed by size(N, K) (vpackFloats, screenBytes).
+static napi_value size_of_nk(napi_env env, napi_callback_info info, const char *fname, size_t (*size)(size_t, size_t)) {
   call c;
-  if (!begin(&c, env, info, "vpackFloats", 2)) return NULL;
+  if (!begin(&c, env, info, fname, 2)) return NULL;
   size_t N = dim(&c, 0, "N"), K = dim(&c, 1, "K");
   if (c.failed) return NULL;
   napi_value r;
-  napi_create_double(env, (double)kf_vpack_floats(N, K), &r);
+  napi_create_double(env, (double)size(N, K), &r);
   return r;
+}
+
+// vpackFloats(N, K) -> number: the size of vpack's copy; vpackUse(M, K) -> boolean: whether M rows of K columns run
+// faster from it.
+static napi_value js_vpack_floats(napi_env env, napi_callback_info info) {
+  return size_of_nk(env, info, "vpackFloats", kf_vpack_floats);
 }
 
 static napi_value js_vpack_use(napi_env env, napi_callback_info info) {
@@ -704,13 +709,7 @@ static napi_value js_screen_select(napi_env env, napi_callback_info info) {
 
 // screenBytes(N, K) -> number: the length of screenPrepare's wq (both int8 layouts, screen.c)
 static napi_value js_screen_bytes(napi_env env, napi_callback_info info) {
-  call c;
-  if (!begin(&c, env, info, "screenBytes", 2)) return NULL;
-  size_t N = dim(&c, 0, "N"), K = dim(&c, 1, "K");
-  if (c.failed) return NULL;
-  napi_value r;
-  napi_create_double(env, (double)kf_screen_bytes(N, K), &r);
-  return r;
+  return size_of_nk(env, info, "screenBytes", kf_screen_bytes);
 }
 
 // screenInt8Ratio() -> number: int8 dot-product instructions per fp32 FMA instruction on one core (0: no int8 kernels)

@@ -58,9 +58,9 @@
 int kf_screen_supported(void) { return KF_SCREEN; }
 
 // The roofline charges the screen's int8 dot products at this host's rate for them relative to fp32 FMAs: vpdpbusd
-// (64 multiply-adds) against vfmadd231ps (16), both on 512-bit registers, 12 independent chains each, one thread, best
-// of 7 alternating runs (~10 ms in all, once per process). Zen 4 hosts ran the int8 instruction at about half the FMA rate (session 12), Zen 5 hosts at the
-// same rate (session 16).
+// (64 multiply-adds) against vfmadd231ps (16), both on 512-bit registers, 12 independent chains each, one thread,
+// best of 7 alternating runs (~10 ms in all, once per process). Zen 4 hosts ran the int8 instruction at about half
+// the FMA rate (session 12), Zen 5 hosts at the same rate (session 16).
 #if KF_SCREEN
 static double now_s(void) {
   struct timespec t;
@@ -215,8 +215,8 @@ static void prep_task(void *p, int tid, int nt) {
   while ((b = atomic_fetch_add(&j->next, 1)) < (j->N + 255) / 256) {
     const size_t n1 = (b + 1) * 256 < j->N ? (b + 1) * 256 : j->N;
     for (size_t n = b * 256; n < n1; n++) {
-      const int8_t *q = j->wq + wq_offset(n, j->Kp);
-      prep_row(j->w + n * j->K, j->wq + wq_offset(n, j->Kp), j->meta, n, j->N, j->K, j->Kp, &bad);
+      int8_t *q = j->wq + wq_offset(n, j->Kp);
+      prep_row(j->w + n * j->K, q, j->meta, n, j->N, j->K, j->Kp, &bad);
       int8_t *lanes = j->wq + lanes_base(j->N, j->Kp) + lanes_offset(n, j->Kp);
       for (size_t k = 0; k < j->Kp; k += 4) memcpy(lanes + k * LT, q + k / 64 * RG * 64 + k % 64, 4);
     }
@@ -321,10 +321,10 @@ static void approx_task(void *p, int tid, int nt) {
     kf_block_rows(&j->split, b, &b0, &b1);
     for (size_t n0 = b0; n0 < b1; n0 += SB) {
       const size_t n1 = n0 + SB < b1 ? n0 + SB : b1;
-      // From 9 h rows on, the passes after the first read this sub-block from L2 while DRAM would idle, so they
-      // prefetch the next one into L2, each pass its share, spread over its k steps (kbench screen, alternating
-      // runs: 16 rows 2.0 -> 1.6 ms for the integer pass, 12 rows 1.75 -> 1.53, 32 rows 3.5 -> 3.05; at 8 rows,
-      // one such pass, it was no faster).
+      // From 9 h rows on (17 while approx_lanes takes 8-16), the passes after the first read this sub-block from L2
+      // while DRAM would idle, so they prefetch the next one into L2, each pass its share, spread over its k steps
+      // (kbench screen, alternating runs: 16 rows 2.0 -> 1.6 ms for the integer pass, 12 rows 1.75 -> 1.53, 32 rows
+      // 3.5 -> 3.05; at 8 rows, one such pass, it was no faster).
       const size_t passes = (M + 3) / 4, nn1 = n1 + SB < b1 ? n1 + SB : b1;
       const size_t next_bytes = passes >= 3 && nn1 > n1 ? (nn1 - n1 + RG - 1) / RG * RG * j->Kp : 0;
       const size_t steps = (n1 - n0 + RG - 1) / RG * (j->Kp / 64);
@@ -378,7 +378,8 @@ KF_INLINE void lanes_tile(const lanes_job *j, size_t t) {
     const int8_t *wg = tile + g * LT * 4;
     _mm_prefetch((const char *)wg + 4096, _MM_HINT_T0);
     const __m512i xv = _mm512_load_si512(j->xl + g * 64);
-    for (int i = 0; i < LT; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], xv, _mm512_set1_epi32(*(const kf_i32u *)(wg + 4 * i)));
+    for (int i = 0; i < LT; i++)
+      acc[i] = _mm512_dpbusd_epi32(acc[i], xv, _mm512_set1_epi32(*(const kf_i32u *)(wg + 4 * i)));
   }
   int32_t buf[LT][16] __attribute__((aligned(64)));
   for (int i = 0; i < LT; i++) _mm512_store_si512(buf[i], acc[i]);
