@@ -68,7 +68,7 @@ export interface SpeedReport {
   newTokens: number;
   promptLength: number;
   repeats: number;
-  /** The roofline's rates: the best bandwidth and GEMM rate among rateSamples. */
+  /** The roofline's rates: the best bandwidth, GEMM rate and int8 / fp32 instruction rate among rateSamples. */
   rates: MachineRates;
   /** The readings taken in the run, one after the warm-up of each batch size. */
   rateSamples: MachineRates[];
