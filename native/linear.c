@@ -526,9 +526,18 @@ static void group_task(void *p, int tid, int nt) {
 // A pass uses one float of each 64-byte line of a weight row, so on the row-major weights a tile's rows had to stay
 // in L1 across its 16 passes, and rows K floats apart crowd a few L1 sets: that version ran slower than the grouped
 // path (RESULTS.md, session 15; docs/experiments/vertical-linear.patch). The packed copy puts each pass's weights in
-// one sequential stream: tile t of 12 weight rows, lane l, step j, row ni at packed[((t * 16 + l) * K / 16 + j) * 12
-// + ni], each float read once, prefetched VPD floats ahead; xT uses the same lane-major row order.
+// one sequential stream: tile t of 12 weight rows, lane l, step j, row ni at packed[((t * 16 + vp_order[l]) * K / 16 + j)
+// * 12 + ni], each float read once, prefetched VPD floats ahead; xT uses the same lane-major row order.
 #define VP_NN 12
+
+// The 16 passes run in the order that completes kf_reduce16's tree soonest (a bit reversal, so its own inverse: the
+// packed copy stores pass l at position vp_order[l], and the passes stream in memory order): passes l and l + 8 back to back make its
+// first-level sum p[l], then p[l] + p[l + 4], and so on, each level combined at the end of the pass that completes
+// it. Every add has the operands of the tree (a + b is b + a in IEEE arithmetic), so the bits are the dot form's. Why:
+// parking all 16 lane results and reducing them after the tile read 24 KB that the tile's own stream had pushed out
+// of L1 by then, a third of the tile's time at K = 768 (session 17, /tmp harness over the official shapes, one thread:
+// tile alone 4.3 ms, with that finish 5.2-5.6; the finish alone on a hot park 0.32).
+static const unsigned char vp_order[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
 
 size_t kf_vpack_floats(size_t N, size_t K) { return (N + VP_NN - 1) / VP_NN * VP_NN * K; }
 
@@ -571,18 +580,22 @@ int kf_vpack(const float *w, size_t N, size_t K, float *packed) {
       }
       vtrans16(r); // r[l] lane ni = w[t * 12 + ni][16 jj + l]
       for (size_t l = 0; l < 16; l++)
-        _mm512_mask_storeu_ps(packed + ((t * 16 + l) * J + jj) * VP_NN, (__mmask16)0x0FFF, r[l]);
+        _mm512_mask_storeu_ps(packed + ((t * 16 + vp_order[l]) * J + jj) * VP_NN, (__mmask16)0x0FFF, r[l]);
     }
   return 1;
 }
 
-// V row vectors (16 V rows) x one packed tile, all 16 passes; the lane results to park [16][12][V]. V = 3 and 4 run
-// each pass in two halves of 6 weight rows (18 and 24 accumulators), the second reading the pass's weights from L1.
+#define VP_LEVELS 5 // park levels: a pair's first pass, p, q, r, and the finished sums
+
+// V row vectors (16 V rows) x one packed tile, all 16 passes; the finished sums to park level 4, [12][V]. V = 3 and 4
+// run each pass in two halves of 6 weight rows (18 and 24 accumulators), the second reading the pass's weights from L1.
 KF_INLINE void vp_tile(const int V, const float *xT, size_t xs, const float *pk, size_t J, __m512 *park, size_t pd) {
   const int NH = V >= 3 ? 6 : VP_NN;
-  for (size_t l = 0; l < 16; l++) {
+  const size_t lv = (size_t)VP_NN * V; // vectors per park level
+  for (int s = 0; s < 16; s++) {
+    const size_t l = vp_order[s];
     for (int h0 = 0; h0 < VP_NN; h0 += NH) {
-      const float *p = pk + l * J * VP_NN + h0;
+      const float *p = pk + (size_t)s * J * VP_NN + h0; // the packed copy stores the passes in this order
       const float *xr = xT + l * J * xs;
       __m512 acc[24];
 #pragma GCC unroll 24
@@ -604,10 +617,28 @@ KF_INLINE void vp_tile(const int V, const float *xT, size_t xs, const float *pk,
         p += VP_NN;
         xr += xs;
       }
-#pragma GCC unroll 12
-      for (int ni = 0; ni < NH; ni++)
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++) park[(l * VP_NN + h0 + ni) * V + v] = acc[ni * V + v];
+      __m512 *pl = park + (size_t)h0 * V; // level 0 of this half; level i at pl + i * lv
+      const int c = (s + 1) / 2;          // pairs complete after this pass
+#pragma GCC unroll 24
+      for (int a = 0; a < V * NH; a++) {
+        if (!(s & 1)) {
+          pl[a] = acc[a];
+          continue;
+        }
+        __m512 t = _mm512_add_ps(pl[a], acc[a]); // p
+        if (c & 1) {
+          pl[lv + a] = t;
+          continue;
+        }
+        t = _mm512_add_ps(pl[lv + a], t); // q
+        if (c & 2) {
+          pl[2 * lv + a] = t;
+          continue;
+        }
+        t = _mm512_add_ps(pl[2 * lv + a], t); // r
+        if (c == 4) pl[3 * lv + a] = t;
+        else pl[4 * lv + a] = _mm512_add_ps(pl[3 * lv + a], t);
+      }
     }
   }
 }
@@ -619,20 +650,14 @@ typedef void (*vp_tile_fn)(const float *, size_t, const float *, size_t, __m512 
 DEF_VP_TILE(1) DEF_VP_TILE(2) DEF_VP_TILE(3) DEF_VP_TILE(4)
 static const vp_tile_fn vp_tiles[4] = {vp_tile_1, vp_tile_2, vp_tile_3, vp_tile_4};
 
-// The tree of kf_reduce16 over each (row vector, weight row)'s 16 parked lane results, then bias; rows [0, M) of out
-// at columns [n, n + nn).
+// The finished sums (park level 4) plus bias, rows [0, M) of out at columns [n, n + nn).
 static void vp_finish(int V, const __m512 *park, const float *bias, float *out, size_t M, size_t N, size_t n, int nn) {
+  const __m512 *sums = park + 4 * (size_t)VP_NN * V;
   for (int v = 0; v < V; v++) {
     __m512 col[16];
     for (int ni = 0; ni < 16; ni++) col[ni] = _mm512_setzero_ps();
     for (int ni = 0; ni < nn; ni++) {
-      __m512 p[8], q[4], r[2];
-#define VPARK(l) park[((l) * VP_NN + ni) * V + v]
-      for (int i = 0; i < 8; i++) p[i] = _mm512_add_ps(VPARK(i), VPARK(i + 8));
-#undef VPARK
-      for (int i = 0; i < 4; i++) q[i] = _mm512_add_ps(p[i], p[i + 4]);
-      for (int i = 0; i < 2; i++) r[i] = _mm512_add_ps(q[i], q[i + 2]);
-      __m512 sum = _mm512_add_ps(r[0], r[1]);
+      __m512 sum = sums[ni * V + v];
       if (bias) sum = _mm512_add_ps(sum, _mm512_set1_ps(bias[n + ni]));
       col[ni] = sum;
     }
@@ -677,7 +702,7 @@ static void vp_task(void *p, int tid, int nt) {
   vp_transpose(j, vp->Mp, xT);
   const size_t K = j->K, N = j->N, M = j->M, J = K / 16, V = vp->Mp / 16;
   const size_t pd = knob_vpd > 0 ? (size_t)knob_vpd : 0;
-  __m512 *park = park_space(16 * VP_NN * V);
+  __m512 *park = park_space(VP_LEVELS * VP_NN * V);
   for (;;) {
     size_t b = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
     if (b >= j->nblocks) break;
