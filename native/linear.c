@@ -522,21 +522,23 @@ static void group_task(void *p, int tid, int nt) {
 // weight is broadcast to all of them: every weight is read once per call for all rows, and the stream runs under
 // the compute. The arithmetic contract is kept, so the bits are the dot form's: for each output, the 16 lane
 // accumulators of the dot form (k = 16 j + l) become 16 passes over a tile (pass l walks j in ascending order for
-// lane l), parked between passes and reduced by the same tree, then bias.
+// lane l), combined pass by pass by the same tree, then bias.
 // A pass uses one float of each 64-byte line of a weight row, so on the row-major weights a tile's rows had to stay
 // in L1 across its 16 passes, and rows K floats apart crowd a few L1 sets: that version ran slower than the grouped
 // path (RESULTS.md, session 15; docs/experiments/vertical-linear.patch). The packed copy puts each pass's weights in
-// one sequential stream: tile t of 12 weight rows, lane l, step j, row ni at packed[((t * 16 + vp_order[l]) * K / 16 + j)
-// * 12 + ni], each float read once, prefetched VPD floats ahead; xT uses the same lane-major row order.
+// one sequential stream: tile t of 12 weight rows, lane l, step j, row ni at
+// packed[((t * 16 + vp_order[l]) * K / 16 + j) * 12 + ni], each float read once, prefetched VPD floats ahead; xT uses
+// the same lane-major row order.
 #define VP_NN 12
 
-// The 16 passes run in the order that completes kf_reduce16's tree soonest (a bit reversal, so its own inverse: the
-// packed copy stores pass l at position vp_order[l], and the passes stream in memory order): passes l and l + 8 back to back make its
-// first-level sum p[l], then p[l] + p[l + 4], and so on, each level combined at the end of the pass that completes
-// it. Every add has the operands of the tree (a + b is b + a in IEEE arithmetic), so the bits are the dot form's. Why:
-// parking all 16 lane results and reducing them after the tile read 24 KB that the tile's own stream had pushed out
-// of L1 by then, a third of the tile's time at K = 768 (session 17, /tmp harness over the official shapes, one thread:
-// tile alone 4.3 ms, with that finish 5.2-5.6; the finish alone on a hot park 0.32).
+// The 16 passes run in the order that completes kf_reduce16's tree soonest: passes l and l + 8 back to back give its
+// first-level sum p[l], then p[l] + p[l + 4], and so on, each level combined at the end of the pass that completes it
+// (vp_order is a 4-bit reversal, its own inverse: the packed copy stores pass l at position vp_order[l], so the passes
+// still stream in memory order). Every add has the tree's operands (a + b is b + a in IEEE arithmetic), so the bits
+// are the dot form's. Why: parking all 16 lane results and reducing them after the tile read 24 KB that the tile's own
+// stream had pushed out of L1 by then: at K = 768 a sixth to a quarter of the tile's time (session 17, a harness over
+// six 768x3072 matrices at 32 rows, one thread: tiles alone 4.3-4.4 ms, with that finish 4.9-5.6, the finish alone on
+// a hot park 0.32; with the combined tree 4.66-4.86).
 static const unsigned char vp_order[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
 
 size_t kf_vpack_floats(size_t N, size_t K) { return (N + VP_NN - 1) / VP_NN * VP_NN * K; }
@@ -720,13 +722,16 @@ int kf_vpack_supported(void) { return 1; }
 
 int kf_linear_vpacked_use(size_t M, size_t K) {
   if (!knobs_read) read_knobs();
-  // Worth it where the rows fill their 16-row vectors: measured (session 15, kbench abpacked: the 48 block matrices
-  // streamed, 2 threads) faster than the grouped path at 14-16, 28-32, 44-48 and 58-64 rows, equal at 12 and 56,
-  // slower at 20-24, 36-40 and 52, where the padding costs more than the grouped path's extra passes. With one row
-  // vector (16 rows) every FMA needs its own broadcast: only the down projection (K = 3072) gained (3.5 against 4.1
-  // ms over its 12 matrices; K = 768 lost 8-14%), so 14-16 rows take it from K = 2048.
+  // Measured (kbench abpacked: the 48 block matrices streamed, 2 threads, against the grouped path). Session 17, with
+  // the tree combined as the passes go: at K = 3072 faster or equal for every count from 9 to 64 (9 rows 3.14 against
+  // 3.39 ms, 15: 3.21 / 3.79, 20: 4.81 / 4.77, 52: 10.08 / 10.62); at K = 768 faster at exactly 16 rows (768x768
+  // 0.94-0.99 against 1.10-1.16 ms, 768x3072 3.64-3.76 / 3.97-4.07) and where the rows fill their vectors (28-32,
+  // 42-48, 56-64), slower where the padding costs more than the grouped path's extra passes (9-15 rows: 15 rows
+  // 768x2304 2.54 / 2.39; 20 rows 17%, 36 rows 5%).
   const size_t Mp = (M + 15) / 16 * 16;
-  return knob_vp != 0 && M >= 9 && M <= 64 && 8 * (Mp - M) <= Mp && K > 0 && K % 16 == 0 && (Mp > 16 || K >= 2048);
+  const int fills = M == 16 || (M > 16 && 8 * (Mp - M) <= Mp);
+  return knob_vp != 0 && M >= 9 && M <= 64 && K > 0 && K % 16 == 0 &&
+         (K >= 2048 || fills);
 }
 
 void kf_linear_vpacked(float *out, const float *x, const float *packed, const float *bias, size_t M, size_t K, size_t N,

@@ -51,11 +51,12 @@ test('packed linear: the backend takes it only where it pays, rows stay invarian
   const a = addon!;
   const was = packedLinears();
   t.after(() => packedLinears(was));
-  // Where the rows fill their 16-row vectors (the kernel's rule, measured): 14-16 (only for K >= 2048), 28-32,
-  // 42-48, 56-64.
+  // The kernel's rule, measured: at K < 2048 where the rows fill their 16-row vectors (16, 28-32, 42-48, 56-64), at
+  // K >= 2048 from 9 to 64 rows.
   assert.deepEqual([8, 12, 14, 16, 20, 28, 32, 40, 44, 48, 56, 64, 65].map((M) => a.vpackUse(M, 768)),
-    [false, false, false, false, false, true, true, false, true, true, true, true, false]);
-  assert.deepEqual([12, 14, 16, 32].map((M) => a.vpackUse(M, 3072)), [false, true, true, true]);
+    [false, false, false, true, false, true, true, false, true, true, true, true, false]);
+  assert.deepEqual([8, 9, 12, 14, 16, 20, 32, 52, 64, 65].map((M) => a.vpackUse(M, 3072)),
+    [false, true, true, true, true, true, true, true, true, false]);
   assert.equal(a.vpackUse(32, 40), false, 'K not a multiple of 16');
   assert.equal(preferPackedLinearsForDecoding(), true);
   assert.equal(packedLinears(), true);
@@ -77,7 +78,7 @@ test('packed linear: the backend takes it only where it pays, rows stay invarian
     assert.ok(sameBits(run(M, total - M), all.subarray((total - M) * N)), `${M} rows at the end of the batch`);
   }
   const c2 = packedLinearCounts();
-  assert.deepEqual([c2.copies - c1.copies, c2.calls - c1.calls], [0, 4], 'the copy reused by 30, 32, 45, 63 rows (16 rows of K = 768 take the plain path)');
+  assert.deepEqual([c2.copies - c1.copies, c2.calls - c1.calls], [0, 5], 'the copy reused by 16, 30, 32, 45, 63 rows (1 and 8 take the plain path)');
   // Weights overwritten in place after the copy was made: the next call sees the new weights.
   w.set(rand32(rng, N * K, 0.05));
   const out1 = run(32);
