@@ -652,8 +652,12 @@ typedef void (*vp_tile_fn)(const float *, size_t, const float *, size_t, __m512 
 DEF_VP_TILE(1) DEF_VP_TILE(2) DEF_VP_TILE(3) DEF_VP_TILE(4)
 static const vp_tile_fn vp_tiles[4] = {vp_tile_1, vp_tile_2, vp_tile_3, vp_tile_4};
 
-// The finished sums (park level 4) plus bias, rows [0, M) of out at columns [n, n + nn).
-static void vp_finish(int V, const __m512 *park, const float *bias, float *out, size_t M, size_t N, size_t n, int nn) {
+// The finished sums (park level 4) plus bias, through the activation act, rows [0, M) of out at columns [n, n + nn).
+// The activation runs here on the registers about to be stored (lane-wise, so kf_gelu's bits): applied to the block
+// afterwards (act_rows), it took 60 us of a 32-row 768x3072 call of ~430 (session 17, 12 calls: 5.05-5.23 ms without
+// the GELU, 5.85-5.92 with it).
+static void vp_finish(int V, const __m512 *park, const float *bias, int act, float *out, size_t M, size_t N, size_t n,
+                      int nn) {
   const __m512 *sums = park + 4 * (size_t)VP_NN * V;
   for (int v = 0; v < V; v++) {
     __m512 col[16];
@@ -665,7 +669,8 @@ static void vp_finish(int V, const __m512 *park, const float *bias, float *out, 
     }
     vtrans16(col); // col[m] = row 16 v + m, its outputs in lanes 0..nn-1
     const __mmask16 om = (__mmask16)((1u << nn) - 1u);
-    for (int m = 0; m < 16 && (size_t)(16 * v + m) < M; m++) _mm512_mask_storeu_ps(out + (16 * v + m) * N + n, om, col[m]);
+    for (int m = 0; m < 16 && (size_t)(16 * v + m) < M; m++)
+      _mm512_mask_storeu_ps(out + (16 * v + m) * N + n, om, act == KF_ACT_GELU_TANH ? kf_gelu_tanh512(col[m]) : col[m]);
   }
 }
 
@@ -712,9 +717,8 @@ static void vp_task(void *p, int tid, int nt) {
     kf_block_rows(&j->split, b, &n0, &n1); // multiples of 24 rows: tiles never straddle blocks
     for (size_t n = n0; n < n1; n += VP_NN) {
       vp_tiles[V - 1](xT, vp->Mp, vp->packed + (n / VP_NN) * 16 * J * VP_NN, J, park, pd);
-      vp_finish((int)V, park, j->bias, j->out, M, N, n, n1 - n < VP_NN ? (int)(n1 - n) : VP_NN);
+      vp_finish((int)V, park, j->bias, j->act, j->out, M, N, n, n1 - n < VP_NN ? (int)(n1 - n) : VP_NN);
     }
-    act_rows(j, 0, M, n0, n1);
   }
 }
 
