@@ -401,20 +401,27 @@ static void lanes_task(void *p, int tid, int nt) {
   }
 }
 
-// isum[M][N] from the lane-major copy for LANES_MIN-LANES_MAX rows, unless KFORCE_SCREEN_LANES=0 (the tests compare
-// both passes' sums); xq holds the h rows' first part [M][Kp]. 0: not taken (or out of memory), use the dot form.
+// isum[M][N] from the lane-major copy for LANES_MIN-LANES_MAX rows, and in two passes (16 rows, then the rest) for
+// 25-32, unless KFORCE_SCREEN_LANES=0 (the tests compare both layouts' sums); xq holds the h rows' first part [M][Kp].
+// 0: not taken (or out of memory), use the dot form. Two passes re-stream the copy, and still beat the dot form there
+// (session 17, kbench screen, alternating binaries: 32 rows 4.58-4.65 -> 3.96-4.06 ms, 26 rows 3.79-3.92 ->
+// 3.43-3.61); at 20-24 rows they do not (20: 2.79-2.94 -> 3.03-3.47, 24 equal).
 static int approx_lanes(const uint8_t *xq, const int8_t *wq, int32_t *isum, size_t M, size_t N, size_t Kp) {
   const char *e = getenv("KFORCE_SCREEN_LANES");
-  if (M < LANES_MIN || M > LANES_MAX || (e && !strcmp(e, "0"))) return 0;
+  if (M < LANES_MIN || (M > LANES_MAX && M <= LANES_MAX + LANES_MIN) || M > 2 * LANES_MAX || (e && !strcmp(e, "0")))
+    return 0;
   const size_t G = Kp / 4;
   uint8_t *xl = aligned_alloc(64, G * 64);
   if (!xl) return 0;
-  memset(xl, 0, G * 64);
-  for (size_t m = 0; m < M; m++)
-    for (size_t g = 0; g < G; g++) memcpy(xl + g * 64 + m * 4, xq + m * Kp + 4 * g, 4);
-  // claims of 64 tiles (~590 KB of the official shape's copy): long sequential runs, balanced ends
-  lanes_job j = {xl, wq + lanes_base(N, Kp), isum, M, N, Kp, (N + LT - 1) / LT, 64, 0};
-  kf_parallel(lanes_task, &j, KF_THREADS);
+  for (size_t m0 = 0; m0 < M; m0 += LANES_MAX) {
+    const size_t mr = M - m0 < LANES_MAX ? M - m0 : LANES_MAX;
+    memset(xl, 0, G * 64);
+    for (size_t m = 0; m < mr; m++)
+      for (size_t g = 0; g < G; g++) memcpy(xl + g * 64 + m * 4, xq + (m0 + m) * Kp + 4 * g, 4);
+    // claims of 64 tiles (~590 KB of the official shape's copy): long sequential runs, balanced ends
+    lanes_job j = {xl, wq + lanes_base(N, Kp), isum + m0 * N, mr, N, Kp, (N + LT - 1) / LT, 64, 0};
+    kf_parallel(lanes_task, &j, KF_THREADS);
+  }
   free(xl);
   return 1;
 }

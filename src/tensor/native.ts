@@ -115,9 +115,10 @@ const f32n = (a: FloatArray | null): Float32Array | null => a as Float32Array | 
 
 // ---- packed weights for 9-64 rows (native/linear.c kf_linear_vpacked) ------------------------------------------------
 // A lane-major copy of a weight matrix lets the linear kernel read every weight once for up to 64 rows (the grouped
-// path computes a block once per 8 rows while DRAM idles): measured 7-25% faster at 28-32 and 58-64 rows, -3 to +15%
-// at 44-48, and faster for the down projection at 14-16 (RESULTS.md, session 15), with the same bits. The copies cost one more copy of every weight used at those row
-// counts, so they are off by default and the decoding commands turn them on (preferPackedLinearsForDecoding).
+// path computes a block once per 8 rows while DRAM idles), with the same bits. The kernel decides where (measured,
+// RESULTS.md sessions 15 and 17): at 16, 28-32, 42-48 and 56-64 rows, and from 9 to 64 rows for K >= 2048. The copies
+// cost one more copy of every weight used at those row counts, so they are off by default and the decoding commands
+// turn them on (preferPackedLinearsForDecoding).
 // Copies are made on first use, keyed by the weight view; a copy is dropped when an optimizer step runs (adamw) and
 // remade when a few sampled weights no longer match it (weights overwritten some other way).
 let packedOn = false;

@@ -111,8 +111,8 @@ test('screened greedy AR picks what the plain rule picks on NaN rows', { skip },
   assert.deepEqual(run(true).tokens, plain.tokens);
 });
 
-// The integer pass's sums (screenSelect's isum scratch) for M rows of h: 8-16 rows take the lane-major int8 copy,
-// others the dot form over the row-interleaved one (KFORCE_SCREEN_LANES=0: always the dot form).
+// The integer pass's sums (screenSelect's isum scratch) for M rows of h: 8-16 rows take the lane-major int8 copy (25-32
+// in two passes), others the dot form over the row-interleaved one (KFORCE_SCREEN_LANES=0: always the dot form).
 test('the int8 screen gives the same integer sums from both of its weight layouts', { skip }, () => {
   const k = nativeScreen()!;
   // N not a multiple of the 12-row tiles nor of the 4-row groups; K not a multiple of 64 (zero padding in both)
@@ -135,7 +135,7 @@ test('the int8 screen gives the same integer sums from both of its weight layout
       }
       return isum;
     };
-    for (const M of [7, 8, 12, 16, 17]) {
+    for (const M of [7, 8, 12, 16, 17, 25, 32, 33]) {
       const h = new Float32Array(M * K).map((_, i) => Math.cos(i * 1.37) * (1 + (i % 5)) - 0.3);
       const both = sums(h, M, true);
       assert.deepEqual(both, sums(h, M, false), `N ${N}, K ${K}, ${M} rows`);
