@@ -536,8 +536,8 @@ static void group_task(void *p, int tid, int nt) {
 // (vp_order is a 4-bit reversal, its own inverse: the packed copy stores pass l at position vp_order[l], so the passes
 // still stream in memory order). Every add has the tree's operands (a + b is b + a in IEEE arithmetic), so the bits
 // are the dot form's. Why: parking all 16 lane results and reducing them after the tile read 24 KB that the tile's own
-// stream had pushed out of L1 by then: at K = 768 a sixth to a quarter of the tile's time (session 17, a harness over
-// six 768x3072 matrices at 32 rows, one thread: tiles alone 4.3-4.4 ms, with that finish 4.9-5.6, the finish alone on
+// stream had pushed out of L1 by then: at K = 768 13-18% of a tile's time (session 17, a harness over
+// six 768x3072 matrices at 32 rows, one thread: tiles alone 4.3-4.8 ms, with that finish 4.9-5.6, the finish alone on
 // a hot park 0.32; with the combined tree 4.66-4.86).
 static const unsigned char vp_order[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
 
