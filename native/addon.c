@@ -650,7 +650,7 @@ static napi_value js_select_pflm(napi_env env, napi_callback_info info) {
   return c.failed ? NULL : undef(env);
 }
 
-// screenPrepare(w: Float32Array [N*K], N, K, wq: Int8Array [screenBytes(N, K)], meta: Float32Array [4*N]) -> boolean: the
+// screenPrepare(w: Float32Array [N*K], N, K, wq: Int8Array [screenBytes(N, K)], meta: Float32Array [KF_SCREEN_META*N]) -> boolean: the
 // int8 copy and per-row data the screened selection reads (false: this build has no int8 kernels, or w holds a
 // non-finite value).
 static napi_value js_screen_prepare(napi_env env, napi_callback_info info) {
@@ -659,7 +659,7 @@ static napi_value js_screen_prepare(napi_env env, napi_callback_info info) {
   size_t N = dim(&c, 1, "N"), K = dim(&c, 2, "K");
   float *w = f32(&c, 0, "w", N * K, 0);
   int8_t *wq = typed_need(&c, 3, "wq", napi_int8_array, "Int8Array", kf_screen_bytes(N, K), 0);
-  float *meta = f32(&c, 4, "meta", 4 * N, 0);
+  float *meta = f32(&c, 4, "meta", KF_SCREEN_META * N, 0);
   if (c.failed) return NULL;
   napi_value r;
   napi_get_boolean(env, N > 0 && K > 0 && kf_screen_prepare(w, N, K, wq, meta), &r);
@@ -677,7 +677,7 @@ static napi_value js_screen_select(napi_env env, napi_callback_info info) {
   double mk = num(&c, 13, "maskIndex");
   float *h = f32(&c, 0, "h", M * K, 0);
   int8_t *wq = typed_need(&c, 4, "wq", napi_int8_array, "Int8Array", kf_screen_bytes(N, K), 0);
-  float *meta = f32(&c, 5, "meta", 4 * N, 0), *w = f32(&c, 6, "w", N * K, 0), *bias = f32(&c, 7, "bias", N, 1);
+  float *meta = f32(&c, 5, "meta", KF_SCREEN_META * N, 0), *w = f32(&c, 6, "w", N * K, 0), *bias = f32(&c, 7, "bias", N, 1);
   int32_t *isum = i32(&c, 8, "isum", M * N);
   int32_t *rowStart = i32(&c, 9, "rowStart", n), *takes = i32(&c, 10, "takes", n), *out = i32(&c, 15, "out", (size_t)n * kmax);
   double *lams = f64(&c, 12, "lambdas", n);

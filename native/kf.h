@@ -135,8 +135,10 @@ double kf_screen_int8_ratio(void);
 // Row stride of the int8 copy (K rounded up to 64) and its size in bytes (rows padded to a multiple of 4).
 size_t kf_screen_stride(size_t K);
 size_t kf_screen_bytes(size_t N, size_t K);
-// wq[kf_screen_bytes] = int8 copy of w (zero-padded; rows interleaved in groups of 4, screen.c); meta[4][N] = per row its scale, upper bounds of its L1 norm and of its
-// quantisation residual's L2 norm, and the sum of its int8 values; 0 when unsupported or a weight is not finite.
+// wq[kf_screen_bytes] = int8 copy of w (zero-padded; rows interleaved in groups of 4, screen.c); meta[KF_SCREEN_META][N]
+// = per row its scale, upper bounds of its L1 norm and of its quantisation residual's L2 norm, the sum of its int8
+// values and an upper bound of its L2 norm; 0 when unsupported or a weight is not finite.
+#define KF_SCREEN_META 5
 int kf_screen_prepare(const float *w, size_t N, size_t K, int8_t *wq, float *meta);
 // Sequence i's slots s < takes[i] use rows rowStart[i] + s of h [M, K] (the output layer's input) and get the tokens
 // kf_select_pflm gives on the full logits h w^T + bias with counts[i] and lambdas[i] (out[i * kmax + s]; counts left

@@ -12,8 +12,12 @@
 // time, as q1 = round(h / s_h) (s_h = max|h| / 127): h^ = s_h q1, and e = max_k |h_k - h^_k| (about s_h / 2) is
 // measured. The dot products of q with q1 are exact integers (VNNI u8 x s8 dot products into int32), so h^.w^
 // (w^ = s_w q) is known to double precision, and
-//   |h.w - h^.w^| <= |(h - h^).w| + |h^.(w - w^)| <= e ||w||_1 + min((s_w / 2) ||h^||_1, ||h^||_2 ||w - w^||_2)
-// (elementwise bounds, or Cauchy-Schwarz with the residual norm stored per row). The candidates of that first round
+//   |h.w - h^.w^| <= |(h - h^).w| + |h^.(w - w^)|
+//                 <= min(e ||w||_1, ||h - h^||_2 ||w||_2) + min((s_w / 2) ||h^||_1, ||h^||_2 ||w - w^||_2)
+// (elementwise bounds, or Cauchy-Schwarz with the norms stored per row and measured per h row). The Cauchy-Schwarz
+// form of the first term is the smaller one for rounding errors spread over all of h (about 0.7 of the other on the
+// official shape): it halved the first round's candidates (session 18: 374 -> 187 a slot at 122 tokens, 1853 -> 989
+// at 1018, where the candidates and the second round's gathers grow). The candidates of that first round
 // are narrowed by a second one: h's remainder in a second int8 part, q2 = round((h - h^) / (s_h / 256)), gives
 // h^^ = s_h (q1 + q2 / 256) with max|h - h^^| about s_h / 512 (measured like e), and the dot products of q with q2,
 // for the candidates only, the same bound with h^^ in place of h^: a 256 times smaller first term. (Until session
@@ -159,7 +163,8 @@ size_t kf_screen_bytes(size_t N, size_t K) {
 typedef struct {
   const float *w;
   int8_t *wq;
-  float *meta; // [4][N]: s_w, upper bounds of ||w||_1 and of ||w - s_w q||_2, sum of q (an integer)
+  float *meta; // [KF_SCREEN_META][N]: s_w, upper bounds of ||w||_1 and of ||w - s_w q||_2, sum of q (an integer),
+               // upper bound of ||w||_2
   size_t N, K, Kp;
   atomic_size_t next;
   atomic_int bad;
@@ -167,19 +172,21 @@ typedef struct {
 
 #if KF_SCREEN
 // One row: max|w| (float, exact), then q = round(w / s_w) as round(w * (1 / s_w)) in float (within 127 * 2^-24 of
-// the half-step, which the bound's 1.0001 covers), the sum of q, and double sums of |w| and of the exact residuals'
-// squares (w - s_w q is exact in double), each rounded up at the end.
+// the half-step, which the bound's 1.0001 covers), the sum of q, and double sums of |w|, of w^2 (exact squares) and
+// of the exact residuals' squares (w - s_w q is exact in double), each rounded up at the end.
 static void prep_row(const float *w, int8_t *q, float *meta, size_t n, size_t N, size_t K, size_t Kp, int *bad) {
   __m512 mx = _mm512_setzero_ps();
-  __m512d l1 = _mm512_setzero_pd();
+  __m512d l1 = _mm512_setzero_pd(), l2 = _mm512_setzero_pd();
   size_t k = 0;
   for (; k < K; k += 16) {
     const __mmask16 m = kf_tail_mask(K - k);
     const __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, w + k));
     if (_mm512_mask_cmp_ps_mask(m, a, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ)) *bad = 1; // inf or NaN
     mx = _mm512_max_ps(mx, a);
-    l1 = _mm512_add_pd(l1, _mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a)),
-                                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)))));
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+    const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    l1 = _mm512_add_pd(l1, _mm512_add_pd(lo, hi));
+    l2 = _mm512_add_pd(l2, _mm512_add_pd(_mm512_mul_pd(lo, lo), _mm512_mul_pd(hi, hi)));
   }
   const float sw = _mm512_reduce_max_ps(mx) / 127.0f;
   const __m512 inv = _mm512_set1_ps(sw > 0 ? 1.0f / sw : 0.0f);
@@ -204,6 +211,7 @@ static void prep_row(const float *w, int8_t *q, float *meta, size_t n, size_t N,
   meta[N + n] = nextafterf((float)(_mm512_reduce_add_pd(l1) * (1 + 1e-9)), INFINITY);
   meta[2 * N + n] = nextafterf((float)(sqrt(_mm512_reduce_add_pd(r2)) * (1 + 1e-9)), INFINITY);
   meta[3 * N + n] = (float)_mm512_reduce_add_epi32(sum); // |sum| <= 127 K: exact in float for K < 2^17
+  meta[4 * N + n] = nextafterf((float)(sqrt(_mm512_reduce_add_pd(l2)) * (1 + 1e-9)), INFINITY);
 }
 
 static void prep_task(void *p, int tid, int nt) {
@@ -429,10 +437,11 @@ static int approx_lanes(const uint8_t *xq, const int8_t *wq, int32_t *isum, size
 // ---- selection ------------------------------------------------------------------------------------------------------
 typedef struct {
   const float *h, *w, *bias;
-  const float *sw, *wl1, *wr2, *wsum; // meta: per weight row s_w, bounds of ||w||_1 and ||w - w^||_2, sum of q
+  const float *sw, *wl1, *wr2, *wsum, *wl2; // meta: per weight row s_w, bounds of ||w||_1 and ||w - w^||_2, sum of q,
+                                           // bound of ||w||_2
   const int32_t *isum; // [M][N]
   const double *hq; // per h row (HQ values): s_h, max|h|, then ||h^||_1, ||h^||_2, max|h - h^| and the same three for
-                    // h^^ (s_h < 0: the row is not finite)
+                    // h^^, then ||h - h^||_2 and ||h - h^^||_2 (s_h < 0: the row is not finite)
   const uint8_t *xq2; // per h row its second part q2 + 128 [M][Kp]
   const int8_t *wq;
   size_t Kp;
@@ -449,7 +458,7 @@ typedef struct {
   float *cl;    // [M][SCREEN_CAP] their exact logits
 } sel_job;
 
-#define HQ 8 // values per h row in sel_job.hq
+#define HQ 10 // values per h row in sel_job.hq
 #define REFINE_MIN 4 // candidates above this go through the second round
 #define REFINE_MAX 16384 // first-round candidates above this: nearly flat logits, where the second round (768 bytes of
                          // int8 row each, up to the whole copy) would end past SCREEN_CAP anyway: the full row at once
@@ -492,7 +501,8 @@ static inline float penalised(float l, int32_t cnt, double lambda) {
 
 typedef struct {
   double sh, hmax, plam; // s_h, max|h|, fround(lambda) (0: no penalty)
-  double hl1[2], hl2[2], einf[2]; // round r (0: h^, 1: h^^): its L1 and L2 norms and max|h - approximation|
+  double hl1[2], hl2[2], einf[2], dl2[2]; // round r (0: h^, 1: h^^): its L1 and L2 norms, max|h - approximation|
+                                          // and ||h - approximation||_2
 } slot_consts;
 
 // Bounds of token v's penalised value in round r, given dot = the approximation's dot product with q divided by s_h
@@ -507,7 +517,8 @@ static inline void bounds_at(const sel_job *j, const slot_consts *sc, int r, dou
   const double b = j->bias ? j->bias[v] : 0, sw = j->sw[v], l1 = j->wl1[v];
   const double a = sc->sh * sw * dot + b;
   const double t2 = fmin(0.5 * sw * sc->hl1[r], sc->hl2[r] * (double)j->wr2[v]);
-  const double e = 1.0001 * (sc->einf[r] * l1 + t2) + C18 * (sc->hmax * l1 + fabs(b)) + 1e-30;
+  const double t1 = fmin(sc->einf[r] * l1, sc->dl2[r] * (double)j->wl2[v]);
+  const double e = 1.0001 * (t1 + t2) + C18 * (sc->hmax * l1 + fabs(b)) + 1e-30;
   const double p = cnt[v] && sc->plam != 0 ? (double)(float)(sc->plam * (double)cnt[v]) : 0;
   const double w = C2 * (fabs(a) + e + p);
   *lo = a - e - p - w;
@@ -631,7 +642,7 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
   const int32_t *isum = j->isum + r * N;
   const uint8_t *x2 = j->xq2 + r * j->Kp;
   const slot_consts sc = {hq[0], hq[1], lambda == 0 ? 0 : (double)(float)lambda, {hq[2], hq[5]}, {hq[3], hq[6]},
-                          {hq[4], hq[7]}};
+                          {hq[4], hq[7]}, {hq[8], hq[9]}};
   j->cn[r] = -1;
   if (!(sc.sh >= 0) || !scratch(N, T)) return;
   // One pass: top = the T best lower bounds so far; every token whose upper bound reaches their threshold is kept
@@ -644,7 +655,7 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
     __m512d bigv = _mm512_setzero_pd();
     const __m512d sh = _mm512_set1_pd(sc.sh), einf = _mm512_set1_pd(sc.einf[0]), hl1h = _mm512_set1_pd(0.5 * sc.hl1[0]);
     const __m512d hl2 = _mm512_set1_pd(sc.hl2[0]), hmax18 = _mm512_set1_pd(C18 * sc.hmax), c1 = _mm512_set1_pd(1.0001);
-    const __m512d c2 = _mm512_set1_pd(C2), c18 = _mm512_set1_pd(C18);
+    const __m512d c2 = _mm512_set1_pd(C2), c18 = _mm512_set1_pd(C18), dl2 = _mm512_set1_pd(sc.dl2[0]);
     const __m512d tiny = _mm512_set1_pd(1e-30), k128 = _mm512_set1_pd(128.0);
     const __m512i iota = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
     for (; v + 8 <= N; v += 8) {
@@ -658,13 +669,14 @@ static void slot_candidates(sel_job *j, size_t r, size_t T, const int32_t *cnt, 
       // the same operations as bounds1, 8 tokens at a time
       const __m512d b = j->bias ? _mm512_cvtps_pd(_mm256_loadu_ps(j->bias + v)) : _mm512_setzero_pd();
       const __m512d sw = _mm512_cvtps_pd(_mm256_loadu_ps(j->sw + v)), l1 = _mm512_cvtps_pd(_mm256_loadu_ps(j->wl1 + v));
-      const __m512d r2 = _mm512_cvtps_pd(_mm256_loadu_ps(j->wr2 + v));
+      const __m512d r2 = _mm512_cvtps_pd(_mm256_loadu_ps(j->wr2 + v)), n2 = _mm512_cvtps_pd(_mm256_loadu_ps(j->wl2 + v));
       const __m512d i1 = _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(isum + v)));
       const __m512d off = _mm512_mul_pd(k128, _mm512_cvtps_pd(_mm256_loadu_ps(j->wsum + v)));
       const __m512d a = _mm512_add_pd(_mm512_mul_pd(_mm512_mul_pd(sh, sw), _mm512_sub_pd(i1, off)), b);
+      const __m512d t1 = _mm512_min_pd(_mm512_mul_pd(einf, l1), _mm512_mul_pd(dl2, n2));
       const __m512d t2 = _mm512_min_pd(_mm512_mul_pd(hl1h, sw), _mm512_mul_pd(hl2, r2));
       const __m512d e = _mm512_add_pd(
-          _mm512_add_pd(_mm512_mul_pd(c1, _mm512_add_pd(_mm512_mul_pd(einf, l1), t2)),
+          _mm512_add_pd(_mm512_mul_pd(c1, _mm512_add_pd(t1, t2)),
                         _mm512_add_pd(_mm512_mul_pd(hmax18, l1), _mm512_mul_pd(c18, _mm512_abs_pd(b)))),
           tiny);
       const __m512d w = _mm512_mul_pd(c2, _mm512_add_pd(_mm512_abs_pd(a), e));
@@ -797,8 +809,9 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
                       int32_t *out) {
 #if KF_SCREEN
   // h rows quantised in two int8 parts, offset to unsigned (u8 x s8 products): q1 [M][Kp] for the streaming pass,
-  // then q2 [M][Kp] for the second round; per row (HQ) s_h, max|h|, and for h^ and h^^ their L1 and L2 norms and
-  // max|h - approximation| (each difference exact in double up to one rounding, which the 1 + 1e-12 covers).
+  // then q2 [M][Kp] for the second round; per row (HQ) s_h, max|h|, and for h^ and h^^ their L1 and L2 norms,
+  // max|h - approximation| and ||h - approximation||_2 (each difference exact in double up to one rounding, which the
+  // 1 + 1e-12 covers, as it covers the double sums of K terms).
   const size_t Kp = kf_screen_stride(K);
   uint8_t *xq = aligned_alloc(64, (M * 2 * Kp + 63) / 64 * 64);
   double *hq = malloc((M ? M : 1) * HQ * sizeof(double));
@@ -818,7 +831,7 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
       else if (fabs((double)x[k]) > mx) mx = fabs((double)x[k]);
     }
     const double s = (double)(float)(mx / 127);
-    double l1[2] = {0, 0}, l2[2] = {0, 0}, einf[2] = {0, 0};
+    double l1[2] = {0, 0}, l2[2] = {0, 0}, einf[2] = {0, 0}, d2[2] = {0, 0};
     for (size_t k = 0; k < K; k++) {
       double q1 = finite && s > 0 ? nearbyint((double)x[k] / s) : 0;
       q1 = q1 > 127 ? 127 : q1 < -127 ? -127 : q1;
@@ -830,7 +843,9 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
       for (int r = 0; r < 2; r++) {
         l1[r] += fabs(a[r]);
         l2[r] += a[r] * a[r];
-        if (finite && fabs((double)x[k] - a[r]) > einf[r]) einf[r] = fabs((double)x[k] - a[r]);
+        const double d = finite ? (double)x[k] - a[r] : 0;
+        if (fabs(d) > einf[r]) einf[r] = fabs(d);
+        d2[r] += d * d;
       }
     }
     for (size_t k = K; k < Kp; k++) x1[k] = x2[k] = 128; // q = 0 (the weights' padding is 0 too)
@@ -841,6 +856,7 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
       o[2 + 3 * r] = l1[r] * (1 + 1e-12);
       o[3 + 3 * r] = sqrt(l2[r]) * (1 + 1e-12);
       o[4 + 3 * r] = einf[r] * (1 + 1e-12);
+      o[8 + r] = sqrt(d2[r]) * (1 + 1e-12);
     }
   }
   // Prefetch 6 KB ahead along the stream: the 4-row integer pass of the official shape (session 12, kbench-like
@@ -856,7 +872,7 @@ void kf_screen_select(const float *h, size_t M, size_t K, size_t N, const int8_t
     for (size_t i = 0; i < nseq * kmax; i++) out[i] = -2;
     return;
   }
-  sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, isum, hq, xq + M * Kp, wq, Kp, K, N,
+  sel_job sj = {h, w, bias, meta, meta + N, meta + 2 * N, meta + 3 * N, meta + 4 * N, isum, hq, xq + M * Kp, wq, Kp, K, N,
                 rowStart, takes, counts, lambdas, maskIndex, out, kmax, nseq, 0, 0, cn, cid, cl};
   for (size_t i = 0; i < nseq; i++) sj.units += (size_t)takes[i];
   kf_parallel(cand_task, &sj, sj.units >= 2 ? KF_THREADS : 1);

@@ -156,7 +156,7 @@ static int screen(int argc, char **argv) {
   for (size_t i = 0; i < N * K; i++) w[i] *= 0.04f * 1.7320508f; // uniform with std 0.02
   for (size_t i = 0; i < N; i++) bias[i] = 0;
   int8_t *wq = aligned_alloc(64, kf_screen_bytes(N, K));
-  float *meta = malloc(4 * N * sizeof(float));
+  float *meta = malloc(KF_SCREEN_META * N * sizeof(float));
   if (!wq || !meta || !kf_screen_prepare(w, N, K, wq, meta)) return fprintf(stderr, "kbench screen: prepare failed\n"), 2;
   const double lambda = getenv("KB_LAMBDA") ? atof(getenv("KB_LAMBDA")) : 0;
   if (!(lambda >= 0)) return fprintf(stderr, "kbench screen: KB_LAMBDA must be >= 0\n"), 2;

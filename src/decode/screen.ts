@@ -6,7 +6,7 @@
 // sampling at a temperature needs every logit (the softmax normaliser) and gets no such shortcut. KFORCE_SCREEN=0
 // turns it off.
 import type { BatchDecoder, SeqId, StepOptions } from '../model/types.ts';
-import { alignedFloat32, nativeScreen, type NativeScreen } from '../tensor/native.ts';
+import { alignedFloat32, nativeScreen, SCREEN_META, type NativeScreen } from '../tensor/native.ts';
 import { getBackend } from '../tensor/select.ts';
 import { sampleArRows, selectPflmRows, type TokenCounts } from './sampling.ts';
 
@@ -66,7 +66,7 @@ function preparedFor(decoder: BatchDecoder, k: NativeScreen): Prepared | null {
     const n = k.bytes(N, K);
     const buf = alignedFloat32(Math.ceil(n / 4)); // cache-line aligned, like the model's own weights
     const wq = new Int8Array(buf.buffer, buf.byteOffset, n);
-    const meta = new Float32Array(4 * N);
+    const meta = new Float32Array(SCREEN_META * N);
     p = k.prepare(w, N, K, wq, meta) ? { wq, meta } : null;
     prepared.set(decoder, p);
   }

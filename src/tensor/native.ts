@@ -312,14 +312,17 @@ export function nativeSelect(): NativeSelect | null {
  *    core of this host, measured once per process (~10 ms).
  *  - bytes(N, K): size of the int8 weight copies (rows of K rounded up to 64 bytes, twice: in groups of 4 rows for
  *    1-7 h rows and lane-major tiles of 12 rows for 8 or more, native/screen.c).
- *  - prepare: wq [bytes(N, K)] = int8 copy of w [N, K], meta [4 * N] = per row its scale, upper bounds of its L1
- *    norm and of its quantisation residual's L2 norm, and the sum of its int8 values; false when w holds a
- *    non-finite value (the screen cannot bound the logits).
+ *  - prepare: wq [bytes(N, K)] = int8 copy of w [N, K], meta [SCREEN_META * N] = per row its scale, upper bounds of
+ *    its L1 norm and of its quantisation residual's L2 norm, the sum of its int8 values and an upper bound of its L2
+ *    norm; false when w holds a non-finite value (the screen cannot bound the logits).
  *  - select: for sequence i, slots s < takes[i] on rows rowStart[i] + s of h [M, K]: the tokens selectPflm gives on
  *    the logits h w^T + bias (mask logit -1000) with counts[i] and lambdas[i], in out[i * kmax + s]; -1 where that
  *    rule fails on a row (NaN), -2 when memory ran out (later slots unset). counts are left as they were. isum:
  *    [M * N] scratch.
  */
+/** Floats of per-row data the screen keeps for each output row (KF_SCREEN_META in native/kf.h; the addon checks it). */
+export const SCREEN_META = 5;
+
 export interface NativeScreen {
   bytes(N: number, K: number): number;
   int8Ratio(): number;

@@ -6,7 +6,7 @@ import { generate } from '../../src/decode/generate.ts';
 import { SCREEN_MAX_ROWS, SCREEN_MIN_BYTES, screensOutput } from '../../src/decode/screen.ts';
 import { randomModels } from '../../src/eval/random-model.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
-import { nativeScreen } from '../../src/tensor/native.ts';
+import { nativeScreen, SCREEN_META } from '../../src/tensor/native.ts';
 import { measureDecodeRates } from '../../src/eval/machine-rates.ts';
 
 const skip = nativeScreen() ? false : 'no native int8 screen kernels: generation takes the plain path only';
@@ -119,7 +119,7 @@ test('the int8 screen gives the same integer sums from both of its weight layout
   for (const [N, K] of [[3001, 100], [1213, 64]]) {
     const w = new Float32Array(N * K).map((_, i) => Math.sin(i * 0.7311) * (1 + (i % 7)));
     const wq = new Int8Array(k.bytes(N, K));
-    const meta = new Float32Array(4 * N);
+    const meta = new Float32Array(SCREEN_META * N);
     assert.ok(k.prepare(w, N, K, wq, meta));
     const sums = (h: Float32Array, M: number, lanes: boolean): Int32Array => {
       const isum = new Int32Array(M * N);

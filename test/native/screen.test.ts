@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TokenCounts, selectPflmRows } from '../../src/decode/sampling.ts';
 import { getBackend } from '../../src/tensor/select.ts';
-import { nativeScreen } from '../../src/tensor/native.ts';
+import { nativeScreen, SCREEN_META } from '../../src/tensor/native.ts';
 import { Rng } from '../../src/tensor/rng.ts';
 import { skip } from './helpers.ts';
 
@@ -46,7 +46,7 @@ function both(c: Case, seed: number): { plain: (number[] | Error)[]; screened: (
   }
   const plain = selectPflmRows(blocks, N, cp, lambdas, maskIndex, takes, 'ts');
   const wq = new Int8Array(screen!.bytes(N, K));
-  const meta = new Float32Array(4 * N);
+  const meta = new Float32Array(SCREEN_META * N);
   assert.ok(screen!.prepare(w, N, K, wq, meta));
   const kmax = Math.max(...takes);
   const out = new Int32Array(takes.length * kmax);
@@ -131,6 +131,22 @@ test('screened selection: exact ties go to the first token, near-ties are decide
       assertSame(c, 7, 'aligned quantisation errors');
       assert.deepEqual(both(c, 7).plain[0], [0]);
     }
+    // The same error against a rival with no error of its own (its logit is its bias): 7.877 lies 98.7% of the way
+    // from token 0's int8 estimate (7.57) to the Cauchy-Schwarz bound of its error (||h - h^||_2 ||w||_2 = 0.311; the
+    // true error is 0.3087, the elementwise bound 0.3136), so a first-round bound 1.3% short of it drops token 0.
+    // Ten tokens (the rest zero) with the mask last, and two counted: tokens 0-7 go through the scan's vector path,
+    // then the scalar one; with token 0 counted (its penalty at lambda 0.5 subtracted from it and from 7.877), the
+    // scalar bounds decide.
+    const N3 = 10, w3 = new Float32Array(N3 * K2);
+    w3.fill(0.01, 0, K2);
+    const b3 = new Float32Array(N3);
+    for (const [lambda, counted] of [[0, -1], [0.5, 0]]) {
+      b3[1] = 7.877 - (counted === 0 ? 0.5 : 0);
+      const c3: Case = { N: N3, K: K2, w: w3, bias: b3, h: ha, takes: [1], lambdas: [lambda], maskIndex: N3 - 1,
+        counts: () => { const t = new TokenCounts(N3); if (counted >= 0) t.add(counted); return [t]; } };
+      assertSame(c3, 11, `aligned quantisation errors, exact rival, lambda ${lambda}`);
+      assert.deepEqual(both(c3, 11).plain[0], [0]);
+    }
   }
   // The same for the weights' grid: token 0's weights sit just below half-steps, h is exact on its grid.
   {
@@ -187,7 +203,7 @@ test('screened selection: the [MASK] token, dominant penalties, NaN rows, non-fi
   // Non-finite weights cannot be bounded: prepare says so.
   const bad = w.slice();
   bad[123] = Infinity;
-  assert.equal(screen!.prepare(bad, N, K, new Int8Array(screen!.bytes(N, K)), new Float32Array(4 * N)), false);
+  assert.equal(screen!.prepare(bad, N, K, new Int8Array(screen!.bytes(N, K)), new Float32Array(SCREEN_META * N)), false);
 });
 
 test('screened selection: the second round bounds its own error; later slots of a penalised block see past the first slot', { skip: skipScreen }, () => {
