@@ -81,10 +81,12 @@ function randomCounts(S: number, N: number, n: number): (rng: Rng) => TokenCount
 test('screened selection: same tokens and counts as the full output layer on random weights', { skip: skipScreen }, () => {
   const rng = new Rng(31);
   for (const [N, K] of [[1, 16], [7, 40], [257, 100], [1000, 64], [5003, 768], [50258, 96]] as const) {
-    // every row count of the integer pass's tiles (groups of 1 to 4 rows: M = 8, 5, 2, 3, 7, 1, 4), and a penalised
-    // sequence alone (a batch-1 PFLM step: its slots in order, one worker)
+    // every row count of the integer pass's tiles (groups of 1 to 4 rows: M = 8, 5, 2, 3, 7, 1, 4), a penalised
+    // sequence alone (a batch-1 PFLM step: its slots in order, one worker), and 20 slots of three sequences (penalised
+    // ones among them: top lists of 1 to 8 tokens) shared by both threads
     for (const [lambdas, takes] of [[[0, 0, 0], [4, 1, 3]], [[0.5, 1.7, 0], [4, 1, 3]], [[0.25, 0.25, 3], [4, 1, 3]],
-      [[0, 0], [1, 4]], [[0.5, 0], [1, 1]], [[0, 1], [2, 1]], [[0, 0.5, 0], [3, 2, 2]], [[0], [1]], [[0.5], [4]]]) {
+      [[0, 0], [1, 4]], [[0.5, 0], [1, 1]], [[0, 1], [2, 1]], [[0, 0.5, 0], [3, 2, 2]], [[0], [1]], [[0.5], [4]],
+      [[0.5, 0, 0.25], [8, 7, 5]]]) {
       const M = takes.reduce((a, b) => a + b, 0);
       const c: Case = {
         N, K, w: fill(rng, new Float32Array(N * K), 0.05), bias: fill(rng, new Float32Array(N), 0.1),
