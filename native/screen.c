@@ -15,9 +15,10 @@
 //   |h.w - h^.w^| <= |(h - h^).w| + |h^.(w - w^)|
 //                 <= min(e ||w||_1, ||h - h^||_2 ||w||_2) + min((s_w / 2) ||h^||_1, ||h^||_2 ||w - w^||_2)
 // (elementwise bounds, or Cauchy-Schwarz with the norms stored per row and measured per h row). The Cauchy-Schwarz
-// form of the first term is the smaller one for rounding errors spread over all of h (about 0.7 of the other on the
-// official shape): it halved the first round's candidates (session 18: 374 -> 187 a slot at 122 tokens, 1853 -> 989
-// at 1018, where the candidates and the second round's gathers grow). The candidates of that first round
+// form of the first term is the smaller one when the rounding errors spread over all of h (for even errors and
+// Gaussian-like weight rows, sqrt(K / 3) e ||w||_2 against e ||w||_1: ~0.72 of it): it halved the first round's
+// candidates (session 18: 374 -> 187 a slot at 122 tokens, 1853 -> 989 at 1018, where the candidates and the second
+// round's gathers grow). The candidates of that first round
 // are narrowed by a second one: h's remainder in a second int8 part, q2 = round((h - h^) / (s_h / 256)), gives
 // h^^ = s_h (q1 + q2 / 256) with max|h - h^^| about s_h / 512 (measured like e), and the dot products of q with q2,
 // for the candidates only, the same bound with h^^ in place of h^: a 256 times smaller first term. (Until session
