@@ -1,7 +1,8 @@
 // Stand-alone C driver of the native kernels (no Node): the same measurements as src/eval/bench-kernels.ts, for
 // tuning on machines without Node or on quiet hosts. Build: see native/bench/build.sh. Not part of the addon.
 //   kbench [shapes|decode|all] [rows,...] | kbench screen [rows,...] | kbench ab ... | kbench abdecode ... |
-//   kbench overlap [MB] [prefetch bytes] [hint] | kbench peak | kbench abpacked rows [reps] | kbench ridge [MB]
+//   kbench overlap [MB] [prefetch bytes] [hint] | kbench peak | kbench abpacked rows [reps] | kbench ridge [MB] |
+//   kbench attn B C k
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,6 +453,83 @@ static int abpacked(int argc, char **argv) {
   return 0;
 }
 
+// kbench attn B C k: attention of a PFLM decode step (B sequences, 2k queries each over C cached keys plus their own
+// block, 12 heads of 64, 12 layers) in three settings, median ms for the 12 layers: cold (before each layer, three
+// decode-shaped linears stream 28 MB of weights, as in a step, and the layer's own cache is read cold), a plain
+// 2-thread read of the same K/V rows, and warm (one cache reused by every layer, no linears between: L2/L3).
+typedef struct {
+  const float *kv;
+  size_t rows, width;
+  float s[2];
+} kv_read_job;
+static void kv_read_task(void *p, int tid, int nt) {
+  kv_read_job *j = p;
+  const size_t r0 = j->rows * (size_t)tid / (size_t)nt, r1 = j->rows * (size_t)(tid + 1) / (size_t)nt;
+  __m512 a = _mm512_setzero_ps(), b = a;
+  for (size_t r = r0; r < r1; r++)
+    for (size_t d = 0; d < j->width; d += 32) {
+      a = _mm512_add_ps(a, _mm512_loadu_ps(j->kv + r * j->width + d));
+      b = _mm512_add_ps(b, _mm512_loadu_ps(j->kv + r * j->width + d + 16));
+    }
+  j->s[nt == 1 ? 0 : tid] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+}
+static int attn(int argc, char **argv) {
+  if (argc < 5) return fprintf(stderr, "usage: kbench attn B C k\n"), 2;
+  const size_t H = 12, Dh = 64, D = H * Dh, L = 12, B = atoi(argv[2]), C = atoi(argv[3]), k = atoi(argv[4]);
+  if (B < 1 || k < 1) return fprintf(stderr, "kbench attn: B and k must be >= 1\n"), 2;
+  if (B * 2 * k > 4096 || C > 65536) return fprintf(stderr, "kbench attn: at most 4096 queries and 65536 keys\n"), 2;
+  const size_t per = C + 2 * k, rows = B * per, nq = B * 2 * k, M = nq < 8 ? 8 : nq;
+  float *kv[12];
+  for (size_t l = 0; l < L; l++) kv[l] = fill(rows * 2 * D, 7 + (unsigned)l);
+  float *q = fill(nq * D, 3), *out = fill(nq * D, 4), *lse = fill(nq * H, 5);
+  float *w = fill(3 * 3072 * 768, 9), *x = fill(M * 3072, 10), *y = fill(M * 3072, 11);
+  int32_t *rowPtr = malloc((nq + 1) * sizeof(int32_t)), *ranges = malloc(2 * nq * sizeof(int32_t));
+  for (size_t i = 0; i <= nq; i++) rowPtr[i] = (int32_t)i;
+  for (size_t s = 0; s < B; s++) // context rows of all sequences first, then the noise rows, as a step packs them
+    for (size_t i = 0; i < k; i++) {
+      const size_t r = s * k + i, n = B * k + s * k + i;
+      ranges[2 * r] = ranges[2 * n] = (int32_t)(s * per);
+      ranges[2 * r + 1] = (int32_t)(s * per + C + i + 1);
+      ranges[2 * n + 1] = (int32_t)(s * per + C + k + i + 1);
+    }
+  enum { REPS = 15 };
+  const char *names[3] = {"cold", "read", "warm"};
+  float sink = 0;
+  for (int mode = 0; mode < 3; mode++) {
+    double t[REPS];
+    for (int r = -2; r < REPS; r++) {
+      double tt = 0;
+      for (size_t l = 0; l < L; l++) {
+        if (mode < 2) {
+          kf_linear(y, x, w, NULL, M, 768, 3072);
+          kf_linear(y, x, w + 3072 * 768, NULL, M, 3072, 768);
+          kf_linear(y, x, w + 2 * 3072 * 768, NULL, M, 768, 3072);
+        }
+        const float *c = kv[mode == 2 ? 0 : l];
+        const double t0 = now_ms();
+        if (mode == 1) {
+          kv_read_job j = {c, rows, 2 * D, {0, 0}};
+          kf_parallel(kv_read_task, &j, 2);
+          sink += j.s[0];
+        } else {
+          kf_attn_args a;
+          memset(&a, 0, sizeof a);
+          a.nq = nq; a.nHeads = H; a.headDim = Dh; a.q = q; a.qStride = D; a.k = c; a.kStride = 2 * D;
+          a.v = c + D; a.vStride = 2 * D; a.out = out; a.outStride = D; a.lse = lse; a.rowPtr = rowPtr;
+          a.ranges = ranges; a.scale = 0.125f;
+          kf_attention(&a);
+        }
+        tt += now_ms() - t0;
+      }
+      if (r >= 0) t[r] = tt;
+    }
+    qsort(t, REPS, sizeof(double), cmp);
+    printf("attn B=%zu C=%zu k=%zu %s: median %.3f ms, best %.3f for %zu layers (%.1f MB of K/V)\n", B, C, k,
+           names[mode], t[REPS / 2], t[0], L, (double)L * rows * 2 * D * 4 / 1e6);
+  }
+  return sink == 12345.0f;
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "all";
   if (!strcmp(mode, "ab")) return ab(argc, argv);
@@ -460,6 +538,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "screen")) return screen(argc, argv);
   if (!strcmp(mode, "ridge")) return ridge(argc, argv);
   if (!strcmp(mode, "overlap")) return overlap(argc, argv);
+  if (!strcmp(mode, "attn")) return attn(argc, argv);
   if (!strcmp(mode, "peak")) {
     kf_fma_peak(50);
     printf("FMA peak: %.1f GFLOP/s (2 threads)\n", kf_fma_peak(200));
