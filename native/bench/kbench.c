@@ -457,22 +457,6 @@ static int abpacked(int argc, char **argv) {
 // block, 12 heads of 64, 12 layers) in three settings, median ms for the 12 layers: cold (before each layer, three
 // decode-shaped linears stream 28 MB of weights, as in a step, and the layer's own cache is read cold), a plain
 // 2-thread read of the same K/V rows, and warm (one cache reused by every layer, no linears between: L2/L3).
-typedef struct {
-  const float *kv;
-  size_t rows, width;
-  float s[2];
-} kv_read_job;
-static void kv_read_task(void *p, int tid, int nt) {
-  kv_read_job *j = p;
-  const size_t r0 = j->rows * (size_t)tid / (size_t)nt, r1 = j->rows * (size_t)(tid + 1) / (size_t)nt;
-  __m512 a = _mm512_setzero_ps(), b = a;
-  for (size_t r = r0; r < r1; r++)
-    for (size_t d = 0; d < j->width; d += 32) {
-      a = _mm512_add_ps(a, _mm512_loadu_ps(j->kv + r * j->width + d));
-      b = _mm512_add_ps(b, _mm512_loadu_ps(j->kv + r * j->width + d + 16));
-    }
-  j->s[nt == 1 ? 0 : tid] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
-}
 static int attn(int argc, char **argv) {
   if (argc < 5) return fprintf(stderr, "usage: kbench attn B C k\n"), 2;
   const size_t H = 12, Dh = 64, D = H * Dh, L = 12, B = atoi(argv[2]), C = atoi(argv[3]), k = atoi(argv[4]);
@@ -494,7 +478,6 @@ static int attn(int argc, char **argv) {
     }
   enum { REPS = 15 };
   const char *names[3] = {"cold", "read", "warm"};
-  float sink = 0;
   for (int mode = 0; mode < 3; mode++) {
     double t[REPS];
     for (int r = -2; r < REPS; r++) {
@@ -508,9 +491,7 @@ static int attn(int argc, char **argv) {
         const float *c = kv[mode == 2 ? 0 : l];
         const double t0 = now_ms();
         if (mode == 1) {
-          kv_read_job j = {c, rows, 2 * D, {0, 0}};
-          kf_parallel(kv_read_task, &j, 2);
-          sink += j.s[0];
+          kf_read_bandwidth(c, rows * 2 * D, 1); // the K/V rows are one block: read by both threads
         } else {
           kf_attn_args a;
           memset(&a, 0, sizeof a);
@@ -527,7 +508,7 @@ static int attn(int argc, char **argv) {
     printf("attn B=%zu C=%zu k=%zu %s: median %.3f ms, best %.3f for %zu layers (%.1f MB of K/V)\n", B, C, k,
            names[mode], t[REPS / 2], t[0], L, (double)L * rows * 2 * D * 4 / 1e6);
   }
-  return sink == 12345.0f;
+  return 0;
 }
 
 int main(int argc, char **argv) {
