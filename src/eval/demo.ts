@@ -146,7 +146,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<void> {
     print(`These models (${mb.toFixed(0)} MB of weights) stay in the CPU caches, so a step costs mostly fixed overheads and ` +
       'the PFLM\'s longer steps gain less than the roofline says; K-Forcing pays off where decoding is memory-bound, as for ' +
       'the official 124M architecture: kforce bench speed --random-weights --blocks 12 --hidden 768 --heads 12 --vocab 50258 ' +
-      '(docs/RESULTS.md: k=4 3.1-5.1x at batch 1, 122 new tokens, on the 2-core development host, sessions 6-18).');
+      '(docs/RESULTS.md: k=4 3.1-5.1x at batch 1, 122 new tokens, on the 2-core development host, sessions 6-19).');
   }
   print('For the full protocol: kforce bench speed (see --help); for sample quality: kforce bench quality.');
   log(`demo finished in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
