@@ -650,9 +650,9 @@ static napi_value js_select_pflm(napi_env env, napi_callback_info info) {
   return c.failed ? NULL : undef(env);
 }
 
-// screenPrepare(w: Float32Array [N*K], N, K, wq: Int8Array [screenBytes(N, K)], meta: Float32Array [KF_SCREEN_META*N]) -> boolean: the
-// int8 copy and per-row data the screened selection reads (false: this build has no int8 kernels, or w holds a
-// non-finite value).
+// screenPrepare(w: Float32Array [N*K], N, K, wq: Int8Array [screenBytes(N, K)], meta: Float32Array
+// [KF_SCREEN_META*N]) -> boolean: the int8 copy and per-row data the screened selection reads (false: this build has
+// no int8 kernels, or w holds a non-finite value).
 static napi_value js_screen_prepare(napi_env env, napi_callback_info info) {
   call c;
   if (!begin(&c, env, info, "screenPrepare", 5)) return NULL;
